@@ -1,0 +1,471 @@
+"""Local infrastructure: a real Kafka broker, Redis and Prometheus on 127.0.0.1.
+
+Used by ``deploy/dev`` (``python -m deploy.services up|down|status``) and by the
+pytest session fixtures, so tests and people start services the same way.
+
+* Kafka comes from Maven Central (``deploy/kafka/pom.xml``), cached per version
+  outside git, and runs in KRaft combined mode (one node is broker and controller).
+* Redis and Prometheus come from Debian's packages, installed when absent.
+* Each service runs in its own session with a pid file; ``down`` stops exactly
+  those pids (checked against their command line), never anything by name, so a
+  Redis on 6379 that is not ours is never touched.
+
+Every failure a person can act on is a :class:`ServiceError` whose message is one
+line naming the service and the fix; ``main`` prints it and exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICE_NAMES = ("kafka", "redis", "prometheus")
+
+
+class ServiceError(Exception):
+    """A one-line, actionable reason why a service cannot be started."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live and which ports they use; all from the environment."""
+
+    run_dir: Path
+    cache_dir: Path
+    kafka_version: str
+    kafka_port: int
+    kafka_controller_port: int
+    redis_port: int
+    prometheus_port: int
+    scrape_interval: str
+
+    @classmethod
+    def from_env(cls) -> Layout:
+        env = os.environ.get
+        return cls(
+            run_dir=Path(env("TIERPULSE_RUN_DIR", str(REPO / ".run"))),
+            cache_dir=Path(env("TIERPULSE_CACHE_DIR", str(Path.home() / ".cache" / "tierpulse"))),
+            kafka_version=env("TIERPULSE_KAFKA_VERSION", "4.4.0"),
+            kafka_port=int(env("TIERPULSE_KAFKA_PORT", "19092")),
+            kafka_controller_port=int(env("TIERPULSE_KAFKA_CONTROLLER_PORT", "19093")),
+            redis_port=int(env("TIERPULSE_REDIS_PORT", "16379")),
+            prometheus_port=int(env("TIERPULSE_PROMETHEUS_PORT", "19090")),
+            scrape_interval=env("TIERPULSE_PROMETHEUS_SCRAPE_INTERVAL", "2s"),
+        )
+
+    def service_dir(self, name: str) -> Path:
+        suffix = f"-{self.kafka_version}" if name == "kafka" else ""
+        path = self.run_dir / f"{name}{suffix}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid.json"
+
+    def log_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def prometheus_targets_dir(self) -> Path:
+        path = self.service_dir("prometheus") / "targets"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _read_pid(layout: Layout, name: str) -> dict[str, object] | None:
+    try:
+        return dict(json.loads(layout.pid_file(name).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_ours(record: dict[str, object]) -> bool:
+    """True if the pid is alive and still runs the command we started (pids are reused)."""
+    pid, markers = record.get("pid"), record.get("markers")
+    if not isinstance(pid, int) or not isinstance(markers, list):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return all(str(marker) in cmdline for marker in markers)
+
+
+def running(layout: Layout, name: str) -> dict[str, object] | None:
+    record = _read_pid(layout, name)
+    return record if record and _is_ours(record) else None
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _spawn(layout: Layout, name: str, argv: list[str], markers: list[str], **extra: object) -> None:
+    """Start argv detached; ``markers`` must all stay in its command line (redis rewrites its title)."""
+    log = layout.log_file(name).open("ab")
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    record = {"pid": proc.pid, "markers": markers, "argv": argv, **extra}
+    layout.pid_file(name).write_text(json.dumps(record))
+
+
+def _wait_ready(
+    layout: Layout, name: str, probe: Callable[[], bool], timeout: float, hint: str
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running(layout, name) is None:
+            raise ServiceError(f"{name} exited during start-up; its log: {layout.log_file(name)}")
+        if probe():
+            return
+        time.sleep(0.3)
+    raise ServiceError(f"{name} did not answer within {timeout:.0f}s ({hint}); its log: {layout.log_file(name)}")
+
+
+def stop(layout: Layout, name: str, timeout: float = 20.0) -> bool:
+    """Stop the service we started, by its recorded pid. Returns True if one was running."""
+    record = running(layout, name)
+    if record is None:
+        layout.pid_file(name).unlink(missing_ok=True)  # stale: the process is gone
+        return False
+    pid = int(str(record["pid"]))
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _is_ours(record):
+        time.sleep(0.2)
+    if _is_ours(record):
+        os.kill(pid, signal.SIGKILL)
+    layout.pid_file(name).unlink(missing_ok=True)
+    return True
+
+
+# ---------------------------------------------------------------- packages
+
+
+def _require_binary(binary: str, debian_package: str) -> str:
+    """Find a binary, installing its Debian package when we are root and it is absent."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", debian_package]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+            subprocess.run(install, env=env, capture_output=True)
+        found = shutil.which(binary)
+        if found:
+            return found
+    raise ServiceError(f"{binary} not found: install it with 'apt-get install {debian_package}'")
+
+
+def kafka_libs(layout: Layout) -> Path:
+    """The broker's jars for ``layout.kafka_version``, fetched from Maven Central once."""
+    override = os.environ.get("TIERPULSE_KAFKA_LIBS")
+    if override:
+        return Path(override)
+    libs = layout.cache_dir / f"kafka-{layout.kafka_version}" / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    mvn = _require_binary("mvn", "maven")
+    major = layout.kafka_version.split(".")[0]
+    log = layout.run_dir / f"maven-kafka-{layout.kafka_version}.log"
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"fetching Apache Kafka {layout.kafka_version} jars from Maven Central (once) ...", flush=True)
+    with log.open("wb") as out:
+        result = subprocess.run(
+            [mvn, "-B", "-q", "-f", str(REPO / "deploy" / "kafka" / "pom.xml"),
+             f"-Dkafka.version={layout.kafka_version}", f"-Dkafka.major={major}",
+             "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
+        raise ServiceError(
+            f"could not fetch Kafka {layout.kafka_version} from Maven Central (log: {log}); "
+            "check network access to Maven Central or set TIERPULSE_KAFKA_LIBS to a folder of jars"
+        )
+    (libs / ".complete").touch()
+    return libs
+
+
+# ---------------------------------------------------------------- services
+
+
+def _check_port_free(name: str, port: int, env_var: str) -> None:
+    if _port_in_use(port):
+        raise ServiceError(
+            f"{name}: port {port} on 127.0.0.1 is in use by a process that is not ours; "
+            f"stop it or choose another port with {env_var}=<port>"
+        )
+
+
+def _kafka_properties(layout: Layout, data: Path) -> Path:
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{layout.kafka_controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{layout.kafka_port},"
+        f"CONTROLLER://127.0.0.1:{layout.kafka_controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{layout.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data / "data"),
+        "num.partitions": "4",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.retention.hours": "168",
+    }
+    path = data / "server.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return path
+
+
+def start_kafka(layout: Layout) -> None:
+    current = running(layout, "kafka")
+    if current:
+        if current.get("version") != layout.kafka_version:
+            raise ServiceError(
+                f"kafka {current.get('version')} is running, {layout.kafka_version} was asked for; "
+                "stop it first with 'deploy/dev stop'"
+            )
+        return
+    java = _require_binary("java", "openjdk-17-jre-headless")
+    _check_port_free("kafka", layout.kafka_port, "TIERPULSE_KAFKA_PORT")
+    _check_port_free("kafka controller", layout.kafka_controller_port, "TIERPULSE_KAFKA_CONTROLLER_PORT")
+    libs = kafka_libs(layout)
+    data = layout.service_dir("kafka")
+    props = _kafka_properties(layout, data)
+    classpath = f"{libs}/*"
+    if not (data / "data" / "meta.properties").exists():
+        cluster_id = subprocess.run(
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip() or str(uuid.uuid4())
+        fmt = subprocess.run(
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            capture_output=True, text=True,
+        )
+        if fmt.returncode != 0:
+            raise ServiceError(f"kafka storage format failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
+    logging_conf = (
+        ["-Dlog4j2.configurationFile=" + str(REPO / "deploy/kafka/log4j2.properties")]
+        if layout.kafka_version.split(".")[0] != "3"
+        else ["-Dlog4j.configuration=file:" + str(REPO / "deploy/kafka/log4j.properties")]
+    )
+    argv = [java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", *logging_conf,
+            "-cp", classpath, "kafka.Kafka", str(props)]
+    _spawn(layout, "kafka", argv, markers=[str(props)], version=layout.kafka_version)
+    _wait_ready(layout, "kafka", lambda: _kafka_answers(layout.bootstrap), 120, "metadata request")
+
+
+def _kafka_answers(bootstrap: str) -> bool:
+    """A real metadata round trip, not just an open port."""
+    import logging
+
+    from aiokafka import AIOKafkaClient  # the venv has it; imported late so `down` needs nothing
+
+    if not _port_in_use(int(bootstrap.rsplit(":", 1)[1])):
+        return False
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # start-up refusals are expected
+
+    async def probe() -> bool:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await client.bootstrap()
+            return bool(client.cluster.brokers())
+        except Exception:
+            return False
+        finally:
+            await client.close()
+
+    return asyncio.run(probe())
+
+
+def start_redis(layout: Layout) -> None:
+    if running(layout, "redis"):
+        return
+    binary = _require_binary("redis-server", "redis-server")
+    _check_port_free("redis", layout.redis_port, "TIERPULSE_REDIS_PORT")
+    data = layout.service_dir("redis")
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(layout.redis_port), "--dir", str(data),
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+    _spawn(layout, "redis", argv, markers=["redis-server", str(layout.redis_port)])
+    _wait_ready(layout, "redis", lambda: _redis_answers(layout.redis_port), 20, "PING")
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def prometheus_config(layout: Layout) -> Path:
+    """Scrape whatever ``targets/*.json`` lists (tests and ``run`` add workers there)."""
+    data = layout.service_dir("prometheus")
+    rules = sorted(str(p) for p in (REPO / "deploy" / "prometheus").glob("rules/*.yml"))
+    config = {
+        "global": {"scrape_interval": layout.scrape_interval, "evaluation_interval": layout.scrape_interval},
+        "rule_files": rules,
+        "scrape_configs": [{
+            "job_name": "tierpulse",
+            "file_sd_configs": [{"files": [str(layout.prometheus_targets_dir / "*.json")],
+                                 "refresh_interval": "1s"}],
+        }],
+    }
+    path = data / "prometheus.yml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    return path
+
+
+def start_prometheus(layout: Layout) -> None:
+    if running(layout, "prometheus"):
+        return
+    binary = _require_binary("prometheus", "prometheus")
+    _check_port_free("prometheus", layout.prometheus_port, "TIERPULSE_PROMETHEUS_PORT")
+    config = prometheus_config(layout)
+    data = layout.service_dir("prometheus")
+    argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={data / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{layout.prometheus_port}", "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=1d"]
+    _spawn(layout, "prometheus", argv, markers=[str(config)])
+    _wait_ready(layout, "prometheus", lambda: _http_ok(f"http://127.0.0.1:{layout.prometheus_port}/-/ready"),
+                60, "GET /-/ready")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+STARTERS: dict[str, Callable[[Layout], None]] = {
+    "kafka": start_kafka, "redis": start_redis, "prometheus": start_prometheus,
+}
+
+
+def up(layout: Layout, names: tuple[str, ...] = SERVICE_NAMES) -> list[str]:
+    """Start each named service unless it already runs; return the names started now."""
+    started = []
+    for name in names:
+        was_running = running(layout, name) is not None
+        STARTERS[name](layout)
+        if not was_running:
+            started.append(name)
+    return started
+
+
+def check(layout: Layout) -> list[str]:
+    """Prove each service with a real round trip; return one line per service."""
+    import redis
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    async def kafka_round_trip() -> float:
+        topic, payload = f"tierpulse-check-{uuid.uuid4().hex[:8]}", uuid.uuid4().bytes
+        started = time.monotonic()
+        producer = AIOKafkaProducer(bootstrap_servers=layout.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, payload)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=layout.bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            message = await asyncio.wait_for(consumer.getone(), timeout=30)
+        finally:
+            await consumer.stop()
+        if message.value != payload:
+            raise ServiceError("kafka: the message read back differs from the one written")
+        return time.monotonic() - started
+
+    import logging
+
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # "topic not found" while it is auto-created
+    lines = [f"kafka: produced and consumed one message in {asyncio.run(kafka_round_trip()):.2f}s"]
+    client = redis.Redis(port=layout.redis_port, socket_timeout=3)
+    key = f"tierpulse:check:{uuid.uuid4().hex}"
+    client.set(key, "客户-001", ex=60)
+    if client.get(key) != "客户-001".encode():
+        raise ServiceError("redis: the value read back differs from the one written")
+    lines.append("redis: wrote and read back one key")
+    url = f"http://127.0.0.1:{layout.prometheus_port}/api/v1/query?query=vector(1)"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        answer = json.load(response)
+    if answer.get("status") != "success":
+        raise ServiceError(f"prometheus: query API answered {answer}")
+    lines.append("prometheus: query API answered")
+    return lines
+
+
+def describe(layout: Layout, name: str) -> str:
+    record = running(layout, name)
+    where = {"kafka": layout.bootstrap, "redis": f"redis://127.0.0.1:{layout.redis_port}/0",
+             "prometheus": f"http://127.0.0.1:{layout.prometheus_port}"}[name]
+    state = f"running (pid {record['pid']})" if record else "stopped"
+    version = f" {layout.kafka_version}" if name == "kafka" else ""
+    return f"{name}{version:<7} {state:<22} {where}  log: {layout.log_file(name)}"
+
+
+def main(argv: list[str]) -> int:
+    command, *names = argv or ["status"]
+    chosen = tuple(names) or SERVICE_NAMES
+    unknown = [n for n in chosen if n not in SERVICE_NAMES]
+    if command not in ("up", "down", "status", "check") or unknown:
+        print(f"usage: python -m deploy.services up|down|status|check [{'|'.join(SERVICE_NAMES)} ...]", file=sys.stderr)
+        return 2
+    layout = Layout.from_env()
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if command == "up":
+            up(layout, chosen)
+        elif command == "down":
+            for name in reversed(chosen):
+                print(f"{name}: {'stopped' if stop(layout, name) else 'was not running'}")
+            return 0
+        if command == "check":
+            print("\n".join(check(layout)))
+            return 0
+        for name in chosen:
+            print(describe(layout, name))
+    except ServiceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
