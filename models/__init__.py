@@ -1,0 +1,1 @@
+"""TierPulse's pure core: events, per-customer state, KPIs, policy, tiers, alerts. No I/O."""

@@ -1,0 +1,104 @@
+"""One evaluation of a customer as of a watermark: KPIs, score, tier, alerts, snapshot.
+
+This is the single entry point the stream layer calls after absorbing events or
+on the sweep; it mutates only the customer's state and returns what to emit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from hashlib import blake2b
+
+from models.alerts import AlertEvent, conditions, transitions
+from models.event_time import Window, to_rfc3339
+from models.kpis import KPI_NAMES, Kpis
+from models.policy import Policy
+from models.state import CustomerState
+from models.tiering import UNRATED, TierDecision, change_event_id, composite_score, next_tier
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Contract §5: current state of one customer (Redis hash and HTTP answer)."""
+
+    customer_id: str
+    tier: str
+    score: float | None
+    segment: str
+    policy_version: str
+    as_of: int
+    kpis: Kpis
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "customer_id": self.customer_id,
+            "tier": self.tier,
+            "score": self.score,
+            "segment": self.segment,
+            "policy_version": self.policy_version,
+            "as_of": to_rfc3339(self.as_of),
+            "kpis": self.kpis.as_json(),
+        }
+
+    def redis_fields(self) -> dict[str, str]:
+        """Every value as text; an undefined KPI or score is the empty string."""
+        fields = {
+            "tier": self.tier,
+            "score": "" if self.score is None else repr(self.score),
+            "segment": self.segment,
+            "policy_version": self.policy_version,
+            "as_of": to_rfc3339(self.as_of),
+        }
+        for name in KPI_NAMES:
+            value = getattr(self.kpis, name)
+            fields[name] = "" if value is None else str(value)
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    snapshot: Snapshot
+    change: TierDecision | None
+    alerts: tuple[AlertEvent, ...]
+    changed: bool  # the snapshot's content (all but as_of) differs from the last evaluation's
+
+
+def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
+    state.prune(as_of, window)
+    segment = policy.segment_for(state.profile)
+    kpis = state.kpis(as_of, window, segment.sla_us)
+    score = composite_score(kpis, segment)
+    status = state.status
+    change = None
+    if score.composite is not None:
+        new_tier = next_tier(status.tier, score.composite, segment)
+        if new_tier != status.tier:
+            previous = status.tier or UNRATED
+            change = TierDecision(
+                event_id=change_event_id(state.customer_id, status.changes, previous, new_tier),
+                customer_id=state.customer_id,
+                previous_tier=previous,
+                new_tier=new_tier,
+                previous_score=status.change_score,
+                score=score.composite,
+                segment=segment.name,
+                policy_version=policy.version,
+                as_of=as_of,
+                kpis=kpis,
+                reasons=score.reasons,
+            )
+            status.tier, status.change_score = new_tier, score.composite
+            status.changes += 1
+    status.score = score.composite
+    tier = status.tier or UNRATED
+    alerts = transitions(state, conditions(policy.alerts, state, kpis, tier, segment, as_of), kpis, as_of)
+    snapshot = Snapshot(state.customer_id, tier, score.composite, segment.name, policy.version, as_of, kpis)
+    fingerprint = _fingerprint(snapshot)
+    changed = fingerprint != status.fingerprint
+    status.fingerprint = fingerprint
+    return Evaluation(snapshot, change, tuple(alerts), changed)
+
+
+def _fingerprint(snapshot: Snapshot) -> str:
+    content = repr((snapshot.tier, snapshot.score, snapshot.segment, snapshot.policy_version, snapshot.kpis))
+    return blake2b(content.encode(), digest_size=8).hexdigest()
