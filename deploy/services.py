@@ -132,9 +132,7 @@ def _spawn(layout: Layout, name: str, argv: list[str], markers: list[str], **ext
     layout.pid_file(name).write_text(json.dumps(record))
 
 
-def _wait_ready(
-    layout: Layout, name: str, probe: Callable[[], bool], timeout: float, hint: str
-) -> None:
+def _wait_ready(layout: Layout, name: str, probe: Callable[[], bool], timeout: float, hint: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running(layout, name) is None:
@@ -142,7 +140,9 @@ def _wait_ready(
         if probe():
             return
         time.sleep(0.3)
-    raise ServiceError(f"{name} did not answer within {timeout:.0f}s ({hint}); its log: {layout.log_file(name)}")
+    raise ServiceError(
+        f"{name} did not answer within {timeout:.0f}s ({hint}); its log: {layout.log_file(name)}"
+    )
 
 
 def stop(layout: Layout, name: str, timeout: float = 20.0) -> bool:
@@ -197,10 +197,19 @@ def kafka_libs(layout: Layout) -> Path:
     print(f"fetching Apache Kafka {layout.kafka_version} jars from Maven Central (once) ...", flush=True)
     with log.open("wb") as out:
         result = subprocess.run(
-            [mvn, "-B", "-q", "-f", str(REPO / "deploy" / "kafka" / "pom.xml"),
-             f"-Dkafka.version={layout.kafka_version}", f"-Dkafka.major={major}",
-             "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(REPO / "deploy" / "kafka" / "pom.xml"),
+                f"-Dkafka.version={layout.kafka_version}",
+                f"-Dkafka.major={major}",
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     if result.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
         raise ServiceError(
@@ -267,11 +276,14 @@ def start_kafka(layout: Layout) -> None:
     if not (data / "data" / "meta.properties").exists():
         cluster_id = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.strip() or str(uuid.uuid4())
         fmt = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if fmt.returncode != 0:
             raise ServiceError(f"kafka storage format failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
@@ -280,8 +292,17 @@ def start_kafka(layout: Layout) -> None:
         if layout.kafka_version.split(".")[0] != "3"
         else ["-Dlog4j.configuration=file:" + str(REPO / "deploy/kafka/log4j.properties")]
     )
-    argv = [java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", *logging_conf,
-            "-cp", classpath, "kafka.Kafka", str(props)]
+    argv = [
+        java,
+        "-Xms256m",
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        *logging_conf,
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(props),
+    ]
     _spawn(layout, "kafka", argv, markers=[str(props)], version=layout.kafka_version)
     _wait_ready(layout, "kafka", lambda: _kafka_answers(layout.bootstrap), 120, "metadata request")
 
@@ -315,8 +336,21 @@ def start_redis(layout: Layout) -> None:
     binary = _require_binary("redis-server", "redis-server")
     _check_port_free("redis", layout.redis_port, "TIERPULSE_REDIS_PORT")
     data = layout.service_dir("redis")
-    argv = [binary, "--bind", "127.0.0.1", "--port", str(layout.redis_port), "--dir", str(data),
-            "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+    argv = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(layout.redis_port),
+        "--dir",
+        str(data),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
     _spawn(layout, "redis", argv, markers=["redis-server", str(layout.redis_port)])
     _wait_ready(layout, "redis", lambda: _redis_answers(layout.redis_port), 20, "PING")
 
@@ -337,11 +371,14 @@ def prometheus_config(layout: Layout) -> Path:
     config = {
         "global": {"scrape_interval": layout.scrape_interval, "evaluation_interval": layout.scrape_interval},
         "rule_files": rules,
-        "scrape_configs": [{
-            "job_name": "tierpulse",
-            "file_sd_configs": [{"files": [str(layout.prometheus_targets_dir / "*.json")],
-                                 "refresh_interval": "1s"}],
-        }],
+        "scrape_configs": [
+            {
+                "job_name": "tierpulse",
+                "file_sd_configs": [
+                    {"files": [str(layout.prometheus_targets_dir / "*.json")], "refresh_interval": "1s"}
+                ],
+            }
+        ],
     }
     path = data / "prometheus.yml"
     path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
@@ -355,12 +392,22 @@ def start_prometheus(layout: Layout) -> None:
     _check_port_free("prometheus", layout.prometheus_port, "TIERPULSE_PROMETHEUS_PORT")
     config = prometheus_config(layout)
     data = layout.service_dir("prometheus")
-    argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={data / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{layout.prometheus_port}", "--web.enable-lifecycle",
-            "--storage.tsdb.retention.time=1d"]
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{layout.prometheus_port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=1d",
+    ]
     _spawn(layout, "prometheus", argv, markers=[str(config)])
-    _wait_ready(layout, "prometheus", lambda: _http_ok(f"http://127.0.0.1:{layout.prometheus_port}/-/ready"),
-                60, "GET /-/ready")
+    _wait_ready(
+        layout,
+        "prometheus",
+        lambda: _http_ok(f"http://127.0.0.1:{layout.prometheus_port}/-/ready"),
+        60,
+        "GET /-/ready",
+    )
 
 
 def _http_ok(url: str) -> bool:
@@ -372,7 +419,9 @@ def _http_ok(url: str) -> bool:
 
 
 STARTERS: dict[str, Callable[[Layout], None]] = {
-    "kafka": start_kafka, "redis": start_redis, "prometheus": start_prometheus,
+    "kafka": start_kafka,
+    "redis": start_redis,
+    "prometheus": start_prometheus,
 }
 
 
@@ -390,7 +439,6 @@ def up(layout: Layout, names: tuple[str, ...] = SERVICE_NAMES) -> list[str]:
 def check(layout: Layout) -> list[str]:
     """Prove each service with a real round trip; return one line per service."""
     import redis
-
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     async def kafka_round_trip() -> float:
@@ -433,8 +481,11 @@ def check(layout: Layout) -> list[str]:
 
 def describe(layout: Layout, name: str) -> str:
     record = running(layout, name)
-    where = {"kafka": layout.bootstrap, "redis": f"redis://127.0.0.1:{layout.redis_port}/0",
-             "prometheus": f"http://127.0.0.1:{layout.prometheus_port}"}[name]
+    where = {
+        "kafka": layout.bootstrap,
+        "redis": f"redis://127.0.0.1:{layout.redis_port}/0",
+        "prometheus": f"http://127.0.0.1:{layout.prometheus_port}",
+    }[name]
     state = f"running (pid {record['pid']})" if record else "stopped"
     version = f" {layout.kafka_version}" if name == "kafka" else ""
     return f"{name}{version:<7} {state:<22} {where}  log: {layout.log_file(name)}"
@@ -445,7 +496,10 @@ def main(argv: list[str]) -> int:
     chosen = tuple(names) or SERVICE_NAMES
     unknown = [n for n in chosen if n not in SERVICE_NAMES]
     if command not in ("up", "down", "status", "check") or unknown:
-        print(f"usage: python -m deploy.services up|down|status|check [{'|'.join(SERVICE_NAMES)} ...]", file=sys.stderr)
+        print(
+            f"usage: python -m deploy.services up|down|status|check [{'|'.join(SERVICE_NAMES)} ...]",
+            file=sys.stderr,
+        )
         return 2
     layout = Layout.from_env()
     layout.run_dir.mkdir(parents=True, exist_ok=True)

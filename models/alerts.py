@@ -41,7 +41,12 @@ class AlertEvent:
 
 
 def conditions(
-    rules: tuple[AlertRule, ...], state: CustomerState, kpis: Kpis, tier: str, segment: SegmentPolicy, as_of: int
+    rules: tuple[AlertRule, ...],
+    state: CustomerState,
+    kpis: Kpis,
+    tier: str,
+    segment: SegmentPolicy,
+    as_of: int,
 ) -> list[Condition]:
     holding = []
     for rule in rules:
@@ -82,7 +87,13 @@ def transitions(state: CustomerState, holding: list[Condition], kpis: Kpis, as_o
             status.fired += 1
             alert_id = _alert_id(state.customer_id, key, status.fired)
             kpi = condition.rule.kpi.name if condition.rule.kpi else None
-            status.alerts[key] = [alert_id, condition.rule.name, condition.rule.severity, condition.threshold, kpi]
+            status.alerts[key] = [
+                alert_id,
+                condition.rule.name,
+                condition.rule.severity,
+                condition.threshold,
+                kpi,
+            ]
             events.append(_event(state.customer_id, status.alerts[key], "firing", condition.value, as_of))
     for key in [key for key in status.alerts if key not in now]:
         record = status.alerts.pop(key)

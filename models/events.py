@@ -34,7 +34,9 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+
 
 def _rfc3339_text(value: Any) -> Any:
     # pydantic alone would also take 1700000000 or "1700000000" as a Unix time;
-    # the contract wants RFC 3339 text with an offset.
+    # the contract wants RFC 3339 text with an offset. (Python callers may pass datetimes.)
+    if isinstance(value, datetime):
+        return value
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise ValueError("expected an RFC 3339 timestamp with an offset, e.g. 2026-11-02T08:15:00+08:00")
     return value

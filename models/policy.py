@@ -20,6 +20,7 @@ A policy is checked whole before use: ``load_policy`` lists every problem
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.event_time import MICROS_PER_MINUTE
 from models.kpis import KPI_NAMES, KpiName
-from models.state import PRIORITIES
 
 Priority = Literal["P1", "P2", "P3", "P4"]
-DEFAULT_SLA_MINUTES: dict[str, float] = {"P1": 60, "P2": 240, "P3": 1440, "P4": 4320}
+DEFAULT_SLA_MINUTES: dict[Priority, float] = {"P1": 60, "P2": 240, "P3": 1440, "P4": 4320}
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
 
 
@@ -134,8 +134,9 @@ def _matches(name: str, spec: SegmentSpec, profile: Mapping[str, str]) -> bool:
 def _resolve(policy: Policy, overlay_names: list[str]) -> SegmentPolicy:
     base = policy.segments[policy.default_segment]
     weights, thresholds = dict(base.weights), dict(base.kpis)
-    tiers, hysteresis = dict(base.tiers or {}), base.hysteresis or 0.0
-    sla = {**DEFAULT_SLA_MINUTES, **base.sla_minutes}
+    tiers: dict[str, float] = dict(base.tiers or {})
+    hysteresis = base.hysteresis or 0.0
+    sla: dict[Priority, float] = {**DEFAULT_SLA_MINUTES, **base.sla_minutes}
     for name in overlay_names:
         spec = policy.segments[name]
         weights.update(spec.weights)
@@ -150,8 +151,13 @@ def _resolve(policy: Policy, overlay_names: list[str]) -> SegmentPolicy:
         thresholds=thresholds,
         tier_minimums=tuple((tier, tiers[tier]) for tier in policy.tiers),
         hysteresis=hysteresis,
-        sla_us=tuple(round(sla[p] * MICROS_PER_MINUTE) for p in PRIORITIES),  # type: ignore[arg-type]
+        sla_us=_sla_us(sla),
     )
+
+
+def _sla_us(sla_minutes: Mapping[Priority, float]) -> tuple[int, int, int, int]:
+    p1, p2, p3, p4 = (round(sla_minutes[p] * MICROS_PER_MINUTE) for p in ("P1", "P2", "P3", "P4"))
+    return p1, p2, p3, p4
 
 
 # ------------------------------------------------------------------ loading
@@ -171,7 +177,9 @@ def load_policy(path: Path | str = DEFAULT_POLICY_PATH) -> Policy:
 
 def parse_policy(raw: Any, source: str = "<policy>") -> Policy:
     if not isinstance(raw, dict):
-        raise PolicyError(source, ["the file must hold a mapping with version, tiers, default_segment, segments"])
+        raise PolicyError(
+            source, ["the file must hold a mapping with version, tiers, default_segment, segments"]
+        )
     problems: list[str] = []
     document: PolicyDocument | None = None
     try:
@@ -200,7 +208,7 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     tier_names = [t for t in tiers if isinstance(t, str)] if isinstance(tiers, list) else []
     if len(set(tier_names)) != len(tier_names):
         problems.append("tiers: tier names must be unique")
-    segments = raw.get("segments") if isinstance(raw.get("segments"), dict) else {}
+    segments = _mapping(raw.get("segments"))
     default = raw.get("default_segment")
     if isinstance(default, str) and default not in segments:
         problems.append(f"default_segment: '{default}' is not one of the segments {sorted(segments)}")
@@ -213,10 +221,14 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A part of the raw document that should be a mapping; {} when it is not (already reported)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _segment_problems(path: str, spec: dict[str, Any], tier_names: list[str], complete: bool) -> list[str]:
     problems = []
-    weights = spec.get("weights") if isinstance(spec.get("weights"), dict) else {}
-    kpis = spec.get("kpis") if isinstance(spec.get("kpis"), dict) else {}
+    weights, kpis = _mapping(spec.get("weights")), _mapping(spec.get("kpis"))
     for kpi, pair in kpis.items():
         if isinstance(pair, dict) and pair.get("good") is not None and pair.get("good") == pair.get("bad"):
             problems.append(f"{path}.kpis.{kpi}: good and bad are equal ({pair.get('good')}), no scale")
@@ -239,10 +251,12 @@ def _tier_table_problems(path: str, table: dict[str, Any], tier_names: list[str]
     problems += [f"{path}: missing the minimum score of tier '{t}'" for t in tier_names if t not in table]
     minimums = [table[t] for t in tier_names if isinstance(table.get(t), int | float)]
     if len(minimums) == len(tier_names) and tier_names:
-        if any(a <= b for a, b in zip(minimums, minimums[1:], strict=False)):
+        if any(a <= b for a, b in itertools.pairwise(minimums)):
             problems.append(f"{path}: minimums must fall strictly from best to worst tier, got {minimums}")
         if minimums[-1] > 0:
-            problems.append(f"{path}.{tier_names[-1]}: the worst tier must start at 0 or below, got {minimums[-1]}")
+            problems.append(
+                f"{path}.{tier_names[-1]}: the worst tier must start at 0 or below, got {minimums[-1]}"
+            )
     return problems
 
 

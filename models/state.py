@@ -119,7 +119,9 @@ class CustomerState:
         return Outcome.ACCEPTED
 
     def set_profile(self, profile: CustomerProfile | None) -> None:
-        self.profile = None if profile is None else profile.model_dump(exclude_none=True, exclude={"customer_id"})
+        self.profile = (
+            None if profile is None else profile.model_dump(exclude_none=True, exclude={"customer_id"})
+        )
 
     def _absorb_order(self, event: OrderEvent, occurred: int) -> bool:
         key = stable_hash(event.order_id)
@@ -183,7 +185,9 @@ class CustomerState:
             if order.cancelled:
                 continue
             if order.placed_us is not None:
-                latest_placed = order.placed_us if latest_placed is None else max(latest_placed, order.placed_us)
+                latest_placed = (
+                    order.placed_us if latest_placed is None else max(latest_placed, order.placed_us)
+                )
                 if inside(order.placed_us, as_of):
                     revenue += order.amount or 0
                     order_count += 1
@@ -193,8 +197,10 @@ class CustomerState:
                 on_time += order.delivered_us is not None and order.delivered_us <= promised
         response_sum, responded, sla_met, sla_counted, rating_sum, rated = 0, 0, 0, 0, 0, 0
         for ticket in self.tickets.values():
-            if ticket.resolved_us is not None and ticket.satisfaction is not None and inside(
-                ticket.resolved_us, as_of
+            if (
+                ticket.resolved_us is not None
+                and ticket.satisfaction is not None
+                and inside(ticket.resolved_us, as_of)
             ):
                 rating_sum += ticket.satisfaction
                 rated += 1
@@ -259,16 +265,35 @@ class CustomerState:
         body = {
             "id": self.customer_id,
             "p": self.profile,
-            "o": [[k, o.placed_us, None if o.amount is None else str(o.amount), o.promised_placed_us,
-                   o.promised_delivered_us, o.delivered_us, int(o.cancelled), o.last_us]
-                  for k, o in self.orders.items()],
-            "t": [[k, t.opened_us, t.priority, t.first_response_us, t.resolved_us, t.satisfaction, t.last_us]
-                  for k, t in self.tickets.items()],
+            "o": [
+                [
+                    k,
+                    o.placed_us,
+                    None if o.amount is None else str(o.amount),
+                    o.promised_placed_us,
+                    o.promised_delivered_us,
+                    o.delivered_us,
+                    int(o.cancelled),
+                    o.last_us,
+                ]
+                for k, o in self.orders.items()
+            ],
+            "t": [
+                [k, t.opened_us, t.priority, t.first_response_us, t.resolved_us, t.satisfaction, t.last_us]
+                for k, t in self.tickets.items()
+            ],
             "c": [[k, t] for k, t in self.complaints.items()],
             "s": {str(b): _pack(keys) for b, keys in by_bucket.items()},
             "h": self.placed_history,
-            "st": [status.tier, status.score, status.change_score, status.changes, status.fired,
-                   status.fingerprint, status.alerts],
+            "st": [
+                status.tier,
+                status.score,
+                status.change_score,
+                status.changes,
+                status.fired,
+                status.fingerprint,
+                status.alerts,
+            ],
         }
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -279,10 +304,12 @@ class CustomerState:
         return cls(
             customer_id=body["id"],
             profile=body["p"],
-            orders={k: Order(p, None if a is None else Decimal(a), pp, pd, d, bool(c), last)
-                    for k, p, a, pp, pd, d, c, last in body["o"]},
+            orders={
+                k: Order(p, None if a is None else Decimal(a), pp, pd, d, bool(c), last)
+                for k, p, a, pp, pd, d, c, last in body["o"]
+            },
             tickets={k: Ticket(o, pr, fr, r, s, last) for k, o, pr, fr, r, s, last in body["t"]},
-            complaints={k: t for k, t in body["c"]},
+            complaints=dict(body["c"]),
             seen={key: int(b) for b, packed in body["s"].items() for key in _unpack(packed)},
             placed_history=[(h, t) for h, t in body["h"]],
             status=status,

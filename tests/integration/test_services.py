@@ -66,7 +66,10 @@ def _start_counter(env: dict[str, str], workdir: Path, log: Path) -> subprocess.
     workdir.mkdir()
     return subprocess.Popen(
         [sys.executable, str(COUNTER_APP), "worker", "--without-web", "-l", "info"],
-        env=env, cwd=workdir, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        env=env,
+        cwd=workdir,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -75,8 +78,13 @@ async def test_faust_table_is_restored_from_its_changelog_after_a_restart(
 ) -> None:
     source, output = unique_name("counter-in"), unique_name("counter-out")
     await create_topics(kafka_bootstrap, source, output)
-    env = {**os.environ, "COUNTER_APP_ID": unique_name("counter"), "COUNTER_BROKER": f"kafka://{kafka_bootstrap}",
-           "COUNTER_SOURCE": source, "COUNTER_OUTPUT": output}
+    env = {
+        **os.environ,
+        "COUNTER_APP_ID": unique_name("counter"),
+        "COUNTER_BROKER": f"kafka://{kafka_bootstrap}",
+        "COUNTER_SOURCE": source,
+        "COUNTER_OUTPUT": output,
+    }
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     log = tmp_path / "worker.log"
@@ -151,8 +159,13 @@ def test_services_report_a_busy_port_in_one_line(tmp_path: Path) -> None:
         blocker.listen()
         port = blocker.getsockname()[1]
         env = {**os.environ, "TIERPULSE_RUN_DIR": str(tmp_path), "TIERPULSE_REDIS_PORT": str(port)}
-        result = subprocess.run([sys.executable, "-m", "deploy.services", "up", "redis"],
-                                env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "deploy.services", "up", "redis"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert f"port {port}" in result.stderr and "TIERPULSE_REDIS_PORT" in result.stderr

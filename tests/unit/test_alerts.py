@@ -1,0 +1,77 @@
+"""Alert rules: each alert fires once and resolves once."""
+
+from __future__ import annotations
+
+from models.evaluation import evaluate
+from models.event_time import MICROS_PER_DAY, Window
+from models.policy import load_policy, parse_policy
+from models.state import CustomerState
+from tests.unit.builders import ticket, us
+
+POLICY = load_policy()
+WINDOW = Window(MICROS_PER_DAY, 30)
+
+
+# Every customer scores 100 (order_count 0 is "good" on this scale), so it is strategic.
+ALWAYS_STRATEGIC = parse_policy(
+    {
+        "version": "t",
+        "tiers": ["strategic", "key"],
+        "default_segment": "base",
+        "segments": {
+            "base": {
+                "weights": {"order_count": 1},
+                "kpis": {"order_count": {"good": 0, "bad": 10}},
+                "tiers": {"strategic": 50, "key": 0},
+            }
+        },
+        "alerts": [
+            {
+                "name": "p1_near_breach",
+                "severity": "critical",
+                "tiers": ["strategic"],
+                "ticket": {"priority": "P1", "minutes_before_deadline": 30},
+            }
+        ],
+    }
+)
+
+
+def test_p1_ticket_of_a_strategic_customer_fires_thirty_minutes_before_its_deadline() -> None:
+    state = CustomerState("vip")
+    state.absorb(ticket("t1", "opened", 1, 0, customer="vip", priority="P1"), WINDOW, None)
+    seen = []
+    for minute in (0, 29, 30, 31, 45, 61):  # sweeps at these instants of event time
+        seen += [
+            (minute, a.state, a.value)
+            for a in evaluate(state, ALWAYS_STRATEGIC, WINDOW, us(1, minute)).alerts
+        ]
+    state.absorb(ticket("t1", "first_response", 1, 62, customer="vip"), WINDOW, us(1, 61))
+    seen += [(62, a.state, a.threshold) for a in evaluate(state, ALWAYS_STRATEGIC, WINDOW, us(1, 62)).alerts]
+    assert seen == [(30, "firing", 30.0), (62, "resolved", 30.0)]
+
+
+def test_alerts_fire_once_and_resolve_once_for_an_answered_ticket() -> None:
+    state = CustomerState("c9")
+    state.absorb(ticket("t1", "opened", 1, 0, customer="c9", priority="P1"), WINDOW, None)
+    states = []
+    for minute in (10, 59, 60, 61, 70):
+        states += [(minute, a.rule, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, minute)).alerts]
+    state.absorb(ticket("t1", "first_response", 1, 75, customer="c9"), WINDOW, us(1, 70))
+    states += [(75, a.rule, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, 75)).alerts]
+    states += [(80, a.rule, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, 80)).alerts]
+    unanswered = [(m, s) for m, r, s in states if r == "p1_ticket_unanswered"]
+    assert unanswered == [(60, "firing"), (75, "resolved")]
+
+
+def test_alert_ids_pair_firing_with_resolved_and_are_deterministic() -> None:
+    def run() -> list[tuple[str, str]]:
+        state = CustomerState("c9")
+        state.absorb(ticket("t1", "opened", 1, 0, customer="c9", priority="P1"), WINDOW, None)
+        out = [(a.alert_id, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, 61)).alerts]
+        state.absorb(ticket("t1", "first_response", 1, 62, customer="c9"), WINDOW, us(1, 61))
+        return out + [(a.alert_id, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, 62)).alerts]
+
+    first = run()
+    assert first == run()
+    assert [s for _, s in first] == ["firing", "resolved"] and first[0][0] == first[1][0]

@@ -1,0 +1,141 @@
+"""Contract §4: KPI scores, composite, first rating, hysteresis edges, unrated."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from models.evaluation import evaluate
+from models.event_time import MICROS_PER_DAY, Window
+from models.kpis import Kpis
+from models.policy import KpiThreshold, SegmentPolicy, parse_policy
+from models.state import CustomerState
+from models.tiering import UNRATED, band, change_event_id, composite_score, kpi_score, next_tier
+from tests.unit.builders import feed, placed, us
+
+SEGMENT = SegmentPolicy(
+    name="s",
+    matched=("s",),
+    weights={"on_time_delivery_rate": 1.0, "complaint_rate": 3.0},
+    thresholds={
+        "on_time_delivery_rate": KpiThreshold(good=1.0, bad=0.5),
+        "complaint_rate": KpiThreshold(good=0, bad=10),
+    },
+    tier_minimums=(("strategic", 80), ("key", 60), ("standard", 40), ("at_risk", 0)),
+    hysteresis=5,
+    sla_us=(1, 2, 3, 4),
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "good", "bad", "expected"),
+    [
+        (0.75, 1.0, 0.5, 50.0),
+        (1.2, 1.0, 0.5, 100.0),
+        (0.1, 1.0, 0.5, 0.0),
+        (5, 0, 10, 50.0),
+        (-1, 0, 10, 100.0),
+        (15, 0, 10, 0.0),  # lower is better
+    ],
+)
+def test_kpi_score_is_linear_and_clamped(value: float, good: float, bad: float, expected: float) -> None:
+    assert kpi_score(value, good, bad) == pytest.approx(expected)
+
+
+def test_composite_uses_only_defined_kpis() -> None:
+    kpis = Kpis(Decimal(0), 0, None, None, None, 5.0, None, None)
+    score = composite_score(kpis, SEGMENT)
+    assert score.composite == 50.0  # on-time is undefined: only complaint_rate counts
+    assert [(r.kpi, r.weight, r.contribution) for r in score.reasons] == [("complaint_rate", 3.0, 50.0)]
+    assert composite_score(kpis, replace(SEGMENT, weights={"csat": 1.0})).composite is None
+
+
+def test_first_rating_takes_the_band() -> None:
+    assert next_tier(None, 79.99, SEGMENT) == "key"
+    assert next_tier(None, 80, SEGMENT) == "strategic"
+    assert band(0, SEGMENT) == "at_risk"
+
+
+@pytest.mark.parametrize(
+    ("current", "score", "expected"),
+    [
+        ("key", 84.99, "key"),  # below strategic's 80 + h
+        ("key", 85, "strategic"),  # reaches it
+        ("key", 55, "key"),  # within key's 60 - h
+        ("key", 54.99, "standard"),  # below 60 - h: lands in the band of 54.99
+        ("key", 30, "at_risk"),
+        ("at_risk", 44.99, "at_risk"),
+        ("at_risk", 45, "standard"),
+        ("at_risk", 95, "strategic"),  # up lands in the band of the score
+        ("standard", 64.99, "standard"),
+        ("standard", 65, "key"),
+    ],
+)
+def test_hysteresis_edges(current: str, score: float, expected: str) -> None:
+    assert next_tier(current, score, SEGMENT) == expected
+
+
+def test_change_ids_are_deterministic_and_distinct() -> None:
+    assert change_event_id("客户", 0, UNRATED, "key") == change_event_id("客户", 0, UNRATED, "key")
+    assert change_event_id("客户", 0, UNRATED, "key") != change_event_id("客户", 1, UNRATED, "key")
+
+
+POLICY = parse_policy(
+    {
+        "version": "v7",
+        "tiers": ["gold", "silver", "bronze"],
+        "default_segment": "base",
+        "segments": {
+            "base": {
+                "weights": {"order_count": 1},
+                "kpis": {"order_count": {"good": 10, "bad": 0}},
+                "tiers": {"gold": 80, "silver": 50, "bronze": 0},
+                "hysteresis": 5,
+            }
+        },
+    }
+)
+
+
+def test_evaluation_emits_an_explained_chain_of_changes() -> None:
+    window, state = Window(MICROS_PER_DAY, 30), CustomerState("c1")
+    assert evaluate(state, POLICY, window, us(0)).snapshot.tier == "bronze"  # 0 orders scores 0
+    watermark = feed(state, window, *[placed(f"o{i}", 1) for i in range(9)])
+    result = evaluate(state, POLICY, window, watermark)
+    assert result.change is not None
+    assert (result.change.previous_tier, result.change.new_tier, result.change.score) == (
+        "bronze",
+        "gold",
+        90.0,
+    )
+    assert result.change.policy_version == "v7" and result.change.reasons[0].kpi == "order_count"
+    assert evaluate(state, POLICY, window, watermark).change is None  # nothing new: no change
+    later = evaluate(state, POLICY, window, us(40))  # the window slid past every order
+    assert (
+        later.change is not None
+        and later.change.previous_tier == "gold"
+        and later.change.new_tier == "bronze"
+    )
+    assert later.change.previous_score == 90.0
+
+
+def test_a_customer_with_no_defined_weighted_kpi_stays_unrated() -> None:
+    policy = parse_policy(
+        {
+            "version": "v1",
+            "tiers": ["a", "b"],
+            "default_segment": "base",
+            "segments": {
+                "base": {
+                    "weights": {"csat": 1},
+                    "kpis": {"csat": {"good": 5, "bad": 1}},
+                    "tiers": {"a": 50, "b": 0},
+                }
+            },
+        }
+    )
+    result = evaluate(CustomerState("c1"), policy, Window(), us(1))
+    assert result.snapshot.tier == UNRATED and result.snapshot.score is None and result.change is None
+    assert result.snapshot.redis_fields()["score"] == "" and result.snapshot.redis_fields()["csat"] == ""
