@@ -13,6 +13,7 @@ from models.alerts import AlertEvent, conditions, transitions
 from models.event_time import Window, to_rfc3339
 from models.kpis import KPI_NAMES, Kpis
 from models.policy import Policy
+from models.schedule import next_due
 from models.state import CustomerState
 from models.tiering import UNRATED, TierDecision, change_event_id, composite_score, next_tier
 
@@ -61,6 +62,7 @@ class Evaluation:
     change: TierDecision | None
     alerts: tuple[AlertEvent, ...]
     changed: bool  # the snapshot's content (all but as_of) differs from the last evaluation's
+    due: int | None  # when this customer must be evaluated again without new events
 
 
 def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
@@ -89,14 +91,26 @@ def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -
             )
             status.tier, status.change_score = new_tier, score.composite
             status.changes += 1
-    status.score = score.composite
+    status.score, status.as_of = score.composite, as_of
     tier = status.tier or UNRATED
     alerts = transitions(state, conditions(policy.alerts, state, kpis, tier, segment, as_of), kpis, as_of)
     snapshot = Snapshot(state.customer_id, tier, score.composite, segment.name, policy.version, as_of, kpis)
     fingerprint = _fingerprint(snapshot)
     changed = fingerprint != status.fingerprint
     status.fingerprint = fingerprint
-    return Evaluation(snapshot, change, tuple(alerts), changed)
+    due = next_due(state, policy, segment, window, as_of)
+    return Evaluation(snapshot, change, tuple(alerts), changed, due)
+
+
+def current_snapshot(state: CustomerState, policy: Policy, window: Window) -> Snapshot | None:
+    """The snapshot of the last evaluation, recomputed read-only (None: never evaluated)."""
+    as_of = state.status.as_of
+    if as_of is None:
+        return None
+    segment = policy.segment_for(state.profile)
+    kpis = state.kpis(as_of, window, segment.sla_us)
+    status = state.status
+    return Snapshot(state.customer_id, status.tier or UNRATED, status.score, segment.name, policy.version, as_of, kpis)
 
 
 def _fingerprint(snapshot: Snapshot) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -83,6 +83,7 @@ class TierStatus:
     changes: int = 0  # tier changes so far: makes change event ids deterministic
     fired: int = 0  # alerts fired so far: makes alert ids deterministic
     fingerprint: str = ""  # of the last snapshot's content, to write only what changed
+    as_of: int | None = None  # of the last evaluation
     alerts: dict[str, list[Any]] = field(default_factory=dict)  # key -> [id, rule, severity, threshold, kpi]
 
 
@@ -285,15 +286,7 @@ class CustomerState:
             "c": [[k, t] for k, t in self.complaints.items()],
             "s": {str(b): _pack(keys) for b, keys in by_bucket.items()},
             "h": self.placed_history,
-            "st": [
-                status.tier,
-                status.score,
-                status.change_score,
-                status.changes,
-                status.fired,
-                status.fingerprint,
-                status.alerts,
-            ],
+            "st": [getattr(status, f.name) for f in fields(TierStatus)],
         }
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 

@@ -245,3 +245,13 @@ def test_state_is_bounded_by_the_window() -> None:
     assert len(state.orders) <= WINDOW.buckets + 1
     assert len(state.seen) <= WINDOW.buckets + 1
     assert state.kpis(watermark or 0, WINDOW, SLA_US).revenue == Decimal(10) * WINDOW.buckets
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_serialisation_round_trip_keeps_everything(history: tuple[list[Event], list[bool]]) -> None:
+    arrival, checkpoints = history
+    state, watermark = _feed(CustomerState(CUSTOMER), arrival, None, checkpoints)
+    if watermark is not None:
+        evaluate(state, POLICY, WINDOW, watermark)  # fills the tier status and alert memory too
+    assert CustomerState.from_bytes(state.to_bytes()) == state

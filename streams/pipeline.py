@@ -1,0 +1,247 @@
+"""One batch of Kafka records in, everything to emit and store out.
+
+Routing only: decode with the core's models, send bad input to the dead-letter
+topic, re-key messages whose Kafka key is not their customer id, absorb events
+into customer states, evaluate each touched customer once, and on a sweep tick
+evaluate the customers whose due instant the watermark has passed. The meaning
+of every step lives in ``models``; this module knows no Faust, so it runs the
+same under an agent, a replay and a unit test.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from models.evaluation import Evaluation, evaluate
+from models.event_time import Window
+from models.events import CustomerProfile, Invalid, Topic, decode
+from models.policy import Policy
+from models.schedule import DueSchedule
+from models.state import CustomerState, Outcome
+from models.tiering import UNRATED
+
+log = logging.getLogger("tierpulse.pipeline")
+KIND_HEADER = "tierpulse-kind"
+ORIGIN_HEADER = "tierpulse-origin"  # topic/partition/offset of the message before re-keying
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka message as the pipeline sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Mapping[str, bytes] = field(default_factory=dict)
+
+
+class StateTables(Protocol):
+    """Read access to the stored state (a Faust table, or a dict in tests)."""
+
+    def customer(self, customer_id: str) -> bytes | None: ...
+
+    def max_seen(self, partition: int) -> int | None: ...
+
+    def customers_in(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    inputs: Mapping[str, Topic]  # topic name -> kind
+    rekeyed: str
+    sweep: str
+
+
+@dataclass
+class BatchResult:
+    dead_letters: list[tuple[bytes | None, dict[str, object]]] = field(default_factory=list)
+    rekeyed: list[tuple[bytes, bytes, dict[str, bytes]]] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+    snapshots_changed: set[str] = field(default_factory=set)
+    writes: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # customer -> (partition, state)
+    max_seen: dict[int, int] = field(default_factory=dict)  # partitions whose watermark moved
+    outcomes: Tally[tuple[str, str]] = field(default_factory=Tally)
+    population_changed: bool = False
+
+
+@dataclass
+class _Touched:
+    state: CustomerState
+    partition: int
+    was: tuple[str, str] | None  # (tier, segment) before this batch; None for a new customer
+
+
+class Pipeline:
+    def __init__(self, policy: Policy, window: Window, routing: Routing, *, lateness_us: int,
+                 max_future_skew_us: int, max_event_bytes: int) -> None:
+        self.policy, self.window, self.routing = policy, window, routing
+        self.lateness_us, self.max_future_skew_us = lateness_us, max_future_skew_us
+        self.max_event_bytes = max_event_bytes
+        self._max_seen: dict[int, int] = {}
+        self._schedules: dict[int, DueSchedule] = {}
+        self.population: dict[int, Tally[tuple[str, str]]] = {}
+
+    def as_of(self, partition: int) -> int | None:
+        """The partition's watermark T: largest occurred_at seen minus the allowed lateness."""
+        seen = self._max_seen.get(partition)
+        return None if seen is None else seen - self.lateness_us
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions moved to another worker: drop what this process kept for them."""
+        for partition in partitions:
+            self._max_seen.pop(partition, None)
+            self._schedules.pop(partition, None)
+            self.population.pop(partition, None)
+
+    def process(self, records: list[Record], tables: StateTables, now_us: int) -> BatchResult:
+        result = BatchResult()
+        touched: dict[str, _Touched] = {}
+        sweeps: set[int] = set()
+        for record in records:
+            if record.topic == self.routing.sweep:
+                sweeps.add(record.partition)
+            else:
+                self._route(record, tables, now_us, touched, result)
+        for customer_id, entry in touched.items():
+            self._evaluate(customer_id, entry, result, always_write=True)
+        for partition in sweeps:
+            self._sweep(partition, tables, touched, result)
+        return result
+
+    # ------------------------------------------------------------ routing
+
+    def _route(self, record: Record, tables: StateTables, now_us: int, touched: dict[str, _Touched],
+               result: BatchResult) -> None:
+        kind, origin = self._kind_of(record)
+        if kind is None:
+            return
+        if kind is Topic.CUSTOMERS and record.value is None:  # tombstone: back to the default segment
+            if record.key:
+                self._load(record.key.decode("utf-8", "replace"), record.partition, tables, touched).set_profile(None)
+            return
+        parsed = decode(kind, record.value, now_us=now_us, max_future_skew_us=self.max_future_skew_us,
+                        max_bytes=self.max_event_bytes)
+        if isinstance(parsed, Invalid):
+            result.outcomes[(kind.value, Outcome.INVALID.value)] += 1
+            result.dead_letters.append((record.key, _dead_letter(record, origin, parsed)))
+            log.warning("invalid event topic=%s partition=%d offset=%d customer=%s reason=%s",
+                        origin[0], origin[1], origin[2], parsed.customer_id, parsed.reason)
+            return
+        key = parsed.customer_id.encode("utf-8")
+        if record.key != key:
+            headers = {KIND_HEADER: kind.value.encode(), ORIGIN_HEADER: f"{origin[0]}/{origin[1]}/{origin[2]}".encode()}
+            result.rekeyed.append((key, record.value or b"", headers))
+            return
+        state = self._load(parsed.customer_id, record.partition, tables, touched)
+        if isinstance(parsed, CustomerProfile):
+            state.set_profile(parsed)
+            result.outcomes[(kind.value, Outcome.ACCEPTED.value)] += 1
+            return
+        outcome = state.absorb(parsed, self.window, self.as_of(record.partition))
+        result.outcomes[(kind.value, outcome.value)] += 1
+        occurred = parsed.occurred_us
+        if occurred > self._max_seen.get(record.partition, occurred - 1):
+            self._max_seen[record.partition] = result.max_seen[record.partition] = occurred
+
+    def _kind_of(self, record: Record) -> tuple[Topic | None, tuple[str, int, int]]:
+        origin = (record.topic, record.partition, record.offset)
+        if record.topic != self.routing.rekeyed:
+            return self.routing.inputs.get(record.topic), origin
+        try:
+            kind = Topic(record.headers[KIND_HEADER].decode())
+            topic, partition, offset = record.headers[ORIGIN_HEADER].decode().rsplit("/", 2)
+            return kind, (topic, int(partition), int(offset))
+        except (KeyError, ValueError):
+            log.error("re-keyed message without its headers topic=%s partition=%d offset=%d",
+                      record.topic, record.partition, record.offset)
+            return None, origin
+
+    def _load(self, customer_id: str, partition: int, tables: StateTables,
+              touched: dict[str, _Touched]) -> CustomerState:
+        entry = touched.get(customer_id)
+        if entry is None:
+            self._adopt(partition, tables)
+            stored = tables.customer(customer_id)
+            state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
+            entry = touched[customer_id] = _Touched(state, partition, self._population_key(state))
+        return entry.state
+
+    # ------------------------------------------------------------ evaluating
+
+    def _evaluate(self, customer_id: str, entry: _Touched, result: BatchResult, *, always_write: bool) -> None:
+        as_of = self.as_of(entry.partition)
+        if as_of is None:  # only profiles so far: nothing to score against
+            result.writes[customer_id] = (entry.partition, entry.state.to_bytes())
+            return
+        evaluation = evaluate(entry.state, self.policy, self.window, as_of)
+        self._schedule(entry.partition).set(customer_id, evaluation.due)
+        result.evaluations.append(evaluation)
+        if evaluation.changed or always_write:
+            result.snapshots_changed.add(customer_id)
+        result.writes[customer_id] = (entry.partition, entry.state.to_bytes())
+        now = (evaluation.snapshot.tier, evaluation.snapshot.segment)
+        if now != entry.was:
+            tally = self.population.setdefault(entry.partition, Tally())
+            if entry.was is not None:
+                tally[entry.was] -= 1
+            tally[now] += 1
+            result.population_changed = True
+
+    def _sweep(self, partition: int, tables: StateTables, touched: dict[str, _Touched],
+               result: BatchResult) -> None:
+        self._adopt(partition, tables)
+        as_of = self.as_of(partition)
+        if as_of is None:
+            return
+        for customer_id in self._schedule(partition).pop_due(as_of):
+            stored = tables.customer(customer_id)
+            if customer_id in touched or stored is None:
+                continue  # evaluated with this batch already, or gone
+            state = CustomerState.from_bytes(stored)
+            entry = _Touched(state, partition, self._population_key(state))
+            self._evaluate(customer_id, entry, result, always_write=False)
+
+    def _adopt(self, partition: int, tables: StateTables) -> None:
+        """On first contact after an assignment: schedule and count every customer the
+        partition holds (once; its cost is one read of the partition's states)."""
+        if partition in self._schedules:
+            return
+        seen = tables.max_seen(partition)
+        if seen is not None:
+            self._max_seen[partition] = seen
+        schedule, tally = self._schedule(partition), self.population.setdefault(partition, Tally())
+        as_of = self.as_of(partition)
+        for customer_id, stored in tables.customers_in(partition):
+            state = CustomerState.from_bytes(stored)
+            key = self._population_key(state)
+            if key is not None:
+                tally[key] += 1
+            if as_of is not None:
+                schedule.set(customer_id, as_of)  # due now: one evaluation brings its schedule back
+
+    def _schedule(self, partition: int) -> DueSchedule:
+        return self._schedules.setdefault(partition, DueSchedule())
+
+    def _population_key(self, state: CustomerState) -> tuple[str, str] | None:
+        if state.status.as_of is None:
+            return None
+        return (state.status.tier or UNRATED, self.policy.segment_for(state.profile).name)
+
+
+def _dead_letter(record: Record, origin: tuple[str, int, int], invalid: Invalid) -> dict[str, object]:
+    return {
+        "topic": origin[0],
+        "partition": origin[1],
+        "offset": origin[2],
+        "key_base64": None if record.key is None else base64.b64encode(record.key).decode("ascii"),
+        "value_base64": None if record.value is None else base64.b64encode(record.value).decode("ascii"),
+        "reason": invalid.reason,
+        "customer_id": invalid.customer_id,
+    }

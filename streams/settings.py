@@ -1,0 +1,79 @@
+"""The one frozen settings object, read from ``TIERPULSE_*`` environment variables.
+
+Built once at start (``Settings()``) and passed down; nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.event_time import MICROS_PER_SECOND, Window
+from models.events import Topic
+from models.policy import DEFAULT_POLICY_PATH
+
+
+class TopicNames(BaseModel):
+    """Set with e.g. ``TIERPULSE_TOPICS__ORDERS=shop-orders``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    orders: str = "orders"
+    tickets: str = "service-tickets"
+    complaints: str = "complaints"
+    customers: str = "customers"
+    tier_changes: str = "customer-tier-changes"
+    alerts: str = "customer-alerts"
+    dead_letters: str = "tierpulse-dead-letters"
+    rekeyed: str = "tierpulse-rekeyed"  # unkeyed / wrongly keyed input, re-sent keyed by customer_id
+    sweep: str = "tierpulse-sweep"  # ticks that make each partition re-evaluate what is due
+
+    def input_kinds(self) -> dict[str, Topic]:
+        return {self.orders: Topic.ORDERS, self.tickets: Topic.TICKETS, self.complaints: Topic.COMPLAINTS,
+                self.customers: Topic.CUSTOMERS}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIERPULSE_", env_nested_delimiter="__", frozen=True)
+
+    app_id: str = "tierpulse"
+    broker: str = "kafka://127.0.0.1:19092"
+    broker_sasl_mechanism: str | None = None  # e.g. PLAIN, SCRAM-SHA-256
+    broker_username: str | None = None
+    broker_password: SecretStr | None = None
+    broker_ssl_cafile: Path | None = None
+    topics: TopicNames = TopicNames()
+    partitions: int = Field(4, ge=1, description="partitions of every input and internal topic")
+
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_key_prefix: str = "tierpulse:customer:"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    store: str = "rocksdb://"  # memory:// for tests
+    data_dir: Path = Path("tierpulse-data")
+    policy_path: Path = DEFAULT_POLICY_PATH
+
+    bucket_seconds: int = Field(86_400, gt=0)
+    window_seconds: int = Field(30 * 86_400, gt=0)
+    allowed_lateness_seconds: float = Field(0, ge=0)
+    max_future_skew_seconds: float = Field(3600, ge=0)
+    max_event_bytes: int = Field(65_536, gt=0)
+    sweep_interval_seconds: float = Field(60, gt=0)
+    batch_size: int = Field(2000, gt=0)
+    batch_seconds: float = Field(0.2, gt=0)
+    session_timeout_seconds: float = Field(30, gt=0)
+    watch_list: tuple[str, ...] = Field((), max_length=50, description="customers with their own metric series")
+    log_level: str = "info"
+
+    @property
+    def window(self) -> Window:
+        if self.window_seconds % self.bucket_seconds:
+            raise ValueError("window_seconds must be a whole number of buckets")
+        return Window(self.bucket_seconds * MICROS_PER_SECOND, self.window_seconds // self.bucket_seconds)
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"

@@ -1,0 +1,58 @@
+"""Create the topics the scorer reads and writes, or check the ones that exist.
+
+All input and internal topics must have the same partition count: a customer's
+orders, tickets, complaints, profile, re-keyed events and state then live in the
+same partition number, owned by one worker.
+"""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from streams.settings import Settings
+
+
+class TopicLayoutError(Exception):
+    """Existing topics do not fit; the message says which and what to do."""
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    return ",".join(url.split("://", 1)[-1] for url in settings.broker.split(";"))
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create what is missing; return the names created. Raises TopicLayoutError on a mismatch."""
+    names = settings.topics
+    copartitioned = [names.orders, names.tickets, names.complaints, names.customers, names.rekeyed, names.sweep]
+    outputs = [names.tier_changes, names.alerts, names.dead_letters]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except KafkaError as error:
+        raise TopicLayoutError(
+            f"Kafka at {settings.broker} does not answer ({type(error).__name__}); start it with "
+            "'deploy/dev run' or set TIERPULSE_BROKER"
+        ) from None
+    try:
+        existing = {t: len(parts) for t, parts in (await _describe(admin)).items()}
+        wrong = [f"{t} has {existing[t]}" for t in copartitioned if t in existing and existing[t] != settings.partitions]
+        if wrong:
+            raise TopicLayoutError(
+                f"input topics must all have TIERPULSE_PARTITIONS={settings.partitions} partitions, but "
+                + ", ".join(wrong) + "; set TIERPULSE_PARTITIONS to match or recreate them"
+            )
+        missing = [t for t in copartitioned + outputs if t not in existing]
+        compacted = {"cleanup.policy": "compact"}
+        await admin.create_topics([
+            NewTopic(t, settings.partitions, 1, topic_configs=compacted if t == names.customers else {})
+            for t in missing
+        ]) if missing else None
+        return missing
+    finally:
+        await admin.close()
+
+
+async def _describe(admin: AIOKafkaAdminClient) -> dict[str, list[int]]:
+    metadata = await admin.describe_topics()
+    return {t["topic"]: [p["partition"] for p in t["partitions"]] for t in metadata if not t.get("error_code")}
