@@ -12,6 +12,7 @@ from hashlib import blake2b
 from models.alerts import AlertEvent, conditions, transitions
 from models.event_time import Window, to_rfc3339
 from models.kpis import KPI_NAMES, Kpis
+from models.outputs import ALERTS, TIER_CHANGES, alert_body, tier_change_body
 from models.policy import Policy
 from models.schedule import next_due
 from models.state import CustomerState
@@ -98,6 +99,8 @@ def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -
     fingerprint = _fingerprint(snapshot)
     changed = fingerprint != status.fingerprint
     status.fingerprint = fingerprint
+    status.outbox += [[TIER_CHANGES, tier_change_body(change)]] if change is not None else []
+    status.outbox += [[ALERTS, alert_body(alert)] for alert in alerts]
     due = next_due(state, policy, segment, window, as_of)
     return Evaluation(snapshot, change, tuple(alerts), changed, due)
 
@@ -110,7 +113,9 @@ def current_snapshot(state: CustomerState, policy: Policy, window: Window) -> Sn
     segment = policy.segment_for(state.profile)
     kpis = state.kpis(as_of, window, segment.sla_us)
     status = state.status
-    return Snapshot(state.customer_id, status.tier or UNRATED, status.score, segment.name, policy.version, as_of, kpis)
+    return Snapshot(
+        state.customer_id, status.tier or UNRATED, status.score, segment.name, policy.version, as_of, kpis
+    )
 
 
 def _fingerprint(snapshot: Snapshot) -> str:

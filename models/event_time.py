@@ -51,6 +51,12 @@ class Window:
         last = as_of // self.bucket_us
         return last - self.buckets < bucket <= last
 
+    def is_retired(self, micros: int, as_of: int) -> bool:
+        """More than one window older than the window: an entity (order, ticket) whose
+        latest instant is this old can no longer receive an event that is not late,
+        as long as its events span less than one window."""
+        return micros // self.bucket_us < self.first_bucket(as_of) - self.buckets
+
     def is_late(self, micros: int, as_of: int) -> bool:
         """Older than the window at arrival: counted as late, changes no KPI."""
         return micros // self.bucket_us < self.first_bucket(as_of)

@@ -19,7 +19,9 @@ _STEP = MICROS_PER_DAY // 100  # days_since_last_order has two decimals
 _HALF_STEP = _STEP // 2
 
 
-def next_due(state: CustomerState, policy: Policy, segment: SegmentPolicy, window: Window, as_of: int) -> int | None:
+def next_due(
+    state: CustomerState, policy: Policy, segment: SegmentPolicy, window: Window, as_of: int
+) -> int | None:
     """The earliest instant after ``as_of`` at which an evaluation could differ."""
     candidates: list[int] = []
     span = window.buckets * window.bucket_us

@@ -10,8 +10,10 @@ events whose effect is already in its restored state.
 Ids are kept as stable 64-bit hashes (blake2b): the chance that two of one
 customer's ids collide is below 1e-12 at a thousand events a month.
 
-Records and remembered ids are pruned once nothing of them can fall in the
-window again, so the state is bounded by the window, not by history.
+Records are pruned a window after they left the window, and remembered ids
+when they leave it, so the state is bounded by the window, not by history. An
+order's or ticket's events are merged exactly as long as they span less than
+one window length.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ class TierStatus:
     fired: int = 0  # alerts fired so far: makes alert ids deterministic
     fingerprint: str = ""  # of the last snapshot's content, to write only what changed
     as_of: int | None = None  # of the last evaluation
+    # Outputs decided but not yet known to be delivered: [output kind, JSON body]. Stored with the
+    # state so that a crash can only re-send what the stored state decided (same ids), never lose it.
+    outbox: list[list[Any]] = field(default_factory=list)
     alerts: dict[str, list[Any]] = field(default_factory=dict)  # key -> [id, rule, severity, threshold, kpi]
 
 
@@ -240,19 +245,23 @@ class CustomerState:
     # ------------------------------------------------------------ pruning
 
     def prune(self, as_of: int, window: Window) -> None:
-        """Forget what can no longer be in the window as of ``as_of`` or any later T."""
-        first = window.first_bucket(as_of)
-        bucket_of = window.bucket_of
+        """Forget what can no longer matter as of ``as_of`` or any later T.
+
+        Records stay one window past the window (``Window.is_retired``): an order
+        cancelled on day 1 whose delivery arrives on day 3 must still be known as
+        cancelled after day 1 has left the window. Event ids go at the window's
+        edge: a re-sent event older than that is late anyway."""
+        retired, first = window.is_retired, window.first_bucket(as_of)
         for key, order in list(self.orders.items()):
-            if bucket_of(order.last_us) < first:
+            if retired(order.last_us, as_of):
                 del self.orders[key]
                 if order.placed_us is not None and not order.cancelled:
                     self.placed_history.append((key, order.placed_us))
         self.placed_history = sorted(self.placed_history, key=lambda item: -item[1])[:PLACED_HISTORY]
         for key, ticket in list(self.tickets.items()):
-            if bucket_of(ticket.last_us) < first:
+            if retired(ticket.last_us, as_of):
                 del self.tickets[key]
-        self.complaints = {k: t for k, t in self.complaints.items() if bucket_of(t) >= first}
+        self.complaints = {k: t for k, t in self.complaints.items() if not retired(t, as_of)}
         self.seen = {k: b for k, b in self.seen.items() if b >= first}
 
     # ------------------------------------------------------------ serialisation

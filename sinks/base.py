@@ -13,7 +13,7 @@ from typing import Protocol, TypeVar
 Item = TypeVar("Item", contravariant=True)
 
 
-class SinkUnavailable(Exception):
+class SinkUnavailable(Exception):  # noqa: N818 - names the condition the caller handles
     """The sink's service cannot be reached now; the message says which and how to start it."""
 
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from models.evaluation import Evaluation
 
-disable_created_metrics()  # *_created series double every counter for no use on dashboards
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: no use on dashboards
 
 KPI_BUCKETS = {
     "on_time_delivery_rate": (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0),
@@ -25,50 +25,103 @@ KPI_BUCKETS = {
 
 
 class ScorerMetrics:
-    def __init__(self, registry: CollectorRegistry, tiers: Iterable[str], watch_list: Iterable[str] = ()) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, tiers: Iterable[str], watch_list: Iterable[str] = ()
+    ) -> None:
         self.registry = registry
         self.tiers = tuple(tiers)
         self.watch_list = frozenset(watch_list)
-        self.events = Counter("tierpulse_events", "Input messages by topic and outcome",
-                              ["topic", "outcome"], registry=registry)
-        self.dead_letters = Counter("tierpulse_dead_letters", "Messages sent to the dead-letter topic",
-                                    ["topic"], registry=registry)
-        self.rekeyed = Counter("tierpulse_rekeyed", "Messages re-sent keyed by customer_id",
-                               ["topic"], registry=registry)
-        self.tier_changes = Counter("tierpulse_tier_changes", "Tier changes emitted",
-                                    ["from_tier", "to_tier", "segment"], registry=registry)
-        self.customers = Gauge("tierpulse_customers", "Customers per tier and segment (partitions owned here)",
-                               ["tier", "segment"], registry=registry)
-        self.alerts = Counter("tierpulse_alerts", "Alert transitions", ["rule", "severity", "state"],
-                              registry=registry)
-        self.alerts_firing = Gauge("tierpulse_alerts_firing", "Alerts firing now", ["rule", "severity"],
-                                   registry=registry)
-        self.event_time_lag = Gauge("tierpulse_event_time_lag_seconds",
-                                    "Wall clock minus the partition's largest occurred_at", ["partition"],
-                                    registry=registry)
-        self.watermark = Gauge("tierpulse_watermark_timestamp_seconds", "The partition's watermark T",
-                               ["partition"], registry=registry)
-        self.batch_size = Histogram("tierpulse_batch_size", "Messages per processed batch",
-                                    buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000), registry=registry)
-        self.batch_seconds = Histogram("tierpulse_batch_duration_seconds", "Time to process one batch",
-                                       buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-                                       registry=registry)
-        self.sweep_evaluations = Counter("tierpulse_sweep_evaluations", "Customers re-evaluated by the sweep",
-                                         registry=registry)
-        self.sink_errors = Counter("tierpulse_sink_errors", "Failed sink flushes", ["sink"], registry=registry)
-        self.sink_waiting = Gauge("tierpulse_sink_waiting", "Items waiting for a sink that is down", ["sink"],
-                                  registry=registry)
-        self.sink_up = Gauge("tierpulse_sink_up", "1 if the sink's last flush worked", ["sink"],
-                             registry=registry)
-        self.state_bytes = Histogram("tierpulse_state_bytes", "Serialised customer state size",
-                                     buckets=(256, 512, 1024, 2048, 4096, 8192, 32768, 131072), registry=registry)
-        self.kpi = {name: Histogram(f"tierpulse_kpi_{name}", f"Distribution of {name} at evaluation",
-                                    ["segment"], buckets=buckets, registry=registry)
-                    for name, buckets in KPI_BUCKETS.items()}
-        self.watched_score = Gauge("tierpulse_watched_customer_score", "Score of a watched customer",
-                                   ["customer_id"], registry=registry)
-        self.watched_tier = Gauge("tierpulse_watched_customer_tier", "1 for the current tier of a watched customer",
-                                  ["customer_id", "tier"], registry=registry)
+        self.events = Counter(
+            "tierpulse_events", "Input messages by topic and outcome", ["topic", "outcome"], registry=registry
+        )
+        self.dead_letters = Counter(
+            "tierpulse_dead_letters", "Messages sent to the dead-letter topic", ["topic"], registry=registry
+        )
+        self.rekeyed = Counter(
+            "tierpulse_rekeyed", "Messages re-sent keyed by customer_id", ["topic"], registry=registry
+        )
+        self.tier_changes = Counter(
+            "tierpulse_tier_changes",
+            "Tier changes emitted",
+            ["from_tier", "to_tier", "segment"],
+            registry=registry,
+        )
+        self.customers = Gauge(
+            "tierpulse_customers",
+            "Customers per tier and segment (partitions owned here)",
+            ["tier", "segment"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "tierpulse_alerts", "Alert transitions", ["rule", "severity", "state"], registry=registry
+        )
+        self.alerts_firing = Gauge(
+            "tierpulse_alerts_firing", "Alerts firing now", ["rule", "severity"], registry=registry
+        )
+        self.event_time_lag = Gauge(
+            "tierpulse_event_time_lag_seconds",
+            "Wall clock minus the partition's largest occurred_at",
+            ["partition"],
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "tierpulse_watermark_timestamp_seconds",
+            "The partition's watermark T",
+            ["partition"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "tierpulse_batch_size",
+            "Messages per processed batch",
+            buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "tierpulse_batch_duration_seconds",
+            "Time to process one batch",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.sweep_evaluations = Counter(
+            "tierpulse_sweep_evaluations", "Customers re-evaluated by the sweep", registry=registry
+        )
+        self.sink_errors = Counter(
+            "tierpulse_sink_errors", "Failed sink flushes", ["sink"], registry=registry
+        )
+        self.sink_waiting = Gauge(
+            "tierpulse_sink_waiting", "Items waiting for a sink that is down", ["sink"], registry=registry
+        )
+        self.sink_up = Gauge(
+            "tierpulse_sink_up", "1 if the sink's last flush worked", ["sink"], registry=registry
+        )
+        self.state_bytes = Histogram(
+            "tierpulse_state_bytes",
+            "Serialised customer state size",
+            buckets=(256, 512, 1024, 2048, 4096, 8192, 32768, 131072),
+            registry=registry,
+        )
+        self.kpi = {
+            name: Histogram(
+                f"tierpulse_kpi_{name}",
+                f"Distribution of {name} at evaluation",
+                ["segment"],
+                buckets=buckets,
+                registry=registry,
+            )
+            for name, buckets in KPI_BUCKETS.items()
+        }
+        self.watched_score = Gauge(
+            "tierpulse_watched_customer_score",
+            "Score of a watched customer",
+            ["customer_id"],
+            registry=registry,
+        )
+        self.watched_tier = Gauge(
+            "tierpulse_watched_customer_tier",
+            "1 for the current tier of a watched customer",
+            ["customer_id", "tier"],
+            registry=registry,
+        )
 
     def count_outcomes(self, tally: Tally[tuple[str, str]]) -> None:
         for (topic, outcome), n in tally.items():

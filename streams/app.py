@@ -2,16 +2,20 @@
 
 One agent reads every co-partitioned input (orders, tickets, complaints,
 customers, re-keyed input, sweep ticks) in batches, hands each batch to the
-pipeline, then writes in this order — and the order is what makes crashes safe:
+pipeline, then writes in this order — the order is what makes crashes safe:
 
 1. dead letters and re-keyed input to Kafka, awaited;
-2. snapshots to Redis (never older than Kafka: they go first, and a Redis that
-   is down only delays them);
-3. tier changes and alerts to Kafka, awaited;
-4. customer states and watermarks to the tables (their changelogs).
+2. customer states (each carrying an outbox of the outputs it decided) and
+   watermarks to the tables, and the producer flushed: the changelog has them;
+3. snapshots to Redis (before Kafka shows anything newer; a Redis that is down
+   only delays them);
+4. the outboxes to ``customer-tier-changes`` and ``customer-alerts``, awaited;
+5. the emptied outboxes stored again.
 
-A crash before 4 re-feeds the batch: the core absorbs nothing twice and re-emits
-the same changes with the same ids. A crash after 4 emits nothing again.
+A crash before 2 re-feeds the batch and nothing was emitted. A crash after 2
+restores states whose outboxes are sent again when the partition is adopted:
+the same ids, so a consumer de-duplicates, and never a change the stored state
+did not decide — the chain of tier changes stays consistent.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class FaustTables:
 
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as producers keyed by customer_id use it."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @contextmanager
@@ -86,8 +90,7 @@ def _record(event: Any) -> Record:
     message = event.message
     headers = message.headers or {}
     pairs = headers.items() if isinstance(headers, dict) else headers
-    return Record(message.topic, message.partition, message.offset, message.key, message.value,
-                  {k: v for k, v in pairs})
+    return Record(message.topic, message.partition, message.offset, message.key, message.value, dict(pairs))
 
 
 def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry | None = None) -> faust.App:
@@ -107,15 +110,17 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
         logging_config=None,
     )
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(names.orders, names.tickets, names.complaints, names.customers, names.rekeyed,
-                       names.sweep, **raw)
-    sweep_topic = app.topic(names.sweep, **raw)
+
+    def raw(*names: str) -> Any:
+        return app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+    source = raw(names.orders, names.tickets, names.complaints, names.customers, names.rekeyed, names.sweep)
+    sweep_topic = raw(names.sweep)
     sinks = {
-        "dead_letters": KafkaTopicSink(app.topic(names.dead_letters, **raw)),
-        "rekeyed": KafkaTopicSink(app.topic(names.rekeyed, **raw)),
-        "tier_changes": KafkaTopicSink(app.topic(names.tier_changes, **raw)),
-        "alerts": KafkaTopicSink(app.topic(names.alerts, **raw)),
+        "dead_letters": KafkaTopicSink(raw(names.dead_letters)),
+        "rekeyed": KafkaTopicSink(raw(names.rekeyed)),
+        "tier_changes": KafkaTopicSink(raw(names.tier_changes)),
+        "alerts": KafkaTopicSink(raw(names.alerts)),
     }
     redis_sink = RedisSnapshotSink(settings.redis_url, settings.redis_key_prefix)
     metrics = ScorerMetrics(registry or CollectorRegistry(), (*policy.tiers, UNRATED), settings.watch_list)
@@ -124,7 +129,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     watermarks = app.Table("watermarks", key_type=bytes, value_type=bytes, partitions=settings.partitions)
     tables = FaustTables(customers, watermarks, settings.partitions)
     pipeline = Pipeline(
-        policy, settings.window, Routing(names.input_kinds(), names.rekeyed, names.sweep),
+        policy,
+        settings.window,
+        Routing(names.input_kinds(), names.rekeyed, names.sweep),
         lateness_us=round(settings.allowed_lateness_seconds * MICROS_PER_SECOND),
         max_future_skew_us=round(settings.max_future_skew_seconds * MICROS_PER_SECOND),
         max_event_bytes=settings.max_event_bytes,
@@ -136,27 +143,36 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
             result = pipeline.process([_record(e) for e in events], tables, time.time_ns() // 1000)
-            await outputs.emit(result)
             by_partition = {e.message.partition: e for e in events}
-            for customer_id, (partition, state) in result.writes.items():
-                with _in_partition_of(by_partition[partition]):
-                    customers[customer_id.encode("utf-8")] = state
+            await outputs.send_input_side(result)
+            store(result.states.items(), by_partition)
             for partition, seen in result.max_seen.items():
                 with _in_partition_of(by_partition[partition]):
                     watermarks[str(partition).encode()] = str(seen).encode()
+            await app.producer.flush()
+            await outputs.send_snapshots(result)
+            delivered = await outputs.send_outboxes(result)
+            store(((cid, result.states[cid]) for cid in delivered), by_partition)
+            outputs.observe(result)
             metrics.batch_size.observe(len(events))
             metrics.batch_seconds.observe(time.perf_counter() - started)
             yield None
 
+    def store(states: Iterable[tuple[str, tuple[int, CustomerState]]], by_partition: dict[int, Any]) -> None:
+        for customer_id, (partition, state) in states:
+            with _in_partition_of(by_partition[partition]):
+                customers[customer_id.encode("utf-8")] = state.to_bytes()
+
     @app.timer(interval=settings.sweep_interval_seconds / 2)
     async def send_sweep_ticks() -> None:
         """Ticks through Kafka, so each sweep runs in its partition's agent context."""
-        for tp in app.assignor.assigned_actives():
-            if tp.topic == names.sweep:
-                await sweep_topic.send(key=None, value=b"", partition=tp.partition)
+        owned = [tp.partition for tp in app.assignor.assigned_actives() if tp.topic == names.sweep]
+        log.debug("sweep ticks partitions=%s", owned)
+        for partition in owned:
+            await sweep_topic.send(key=None, value=b"", partition=partition)
         outputs.update_lag()
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal types want a sync handler
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         pipeline.forget({tp.partition for tp in revoked if tp.topic == names.sweep})
         outputs.update_population()
@@ -169,22 +185,27 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             log.warning("sink=redis state=down reason=%s", error)
 
     _add_web_views(app, settings, policy, customers, metrics, redis_sink)
-    app.tierpulse_pipeline = pipeline  # for tests and the replay tool
     return app
 
 
 class _Outputs:
     """Steps 1-3 of the module docstring, and the metrics that go with them."""
 
-    def __init__(self, sinks: dict[str, KafkaTopicSink], redis: RedisSnapshotSink, metrics: ScorerMetrics,
-                 pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        sinks: dict[str, KafkaTopicSink],
+        redis: RedisSnapshotSink,
+        metrics: ScorerMetrics,
+        pipeline: Pipeline,
+    ) -> None:
         self.sinks, self.redis, self.metrics, self.pipeline = sinks, redis, metrics, pipeline
 
-    async def emit(self, result: BatchResult) -> None:
-        emitted_at = to_rfc3339(time.time_ns() // 1000)
+    async def send_input_side(self, result: BatchResult) -> None:
+        """Dead letters and re-keyed input: delivered before the batch's offsets can commit."""
+        received = to_rfc3339(time.time_ns() // 1000)
         for key, letter in result.dead_letters:
-            self.sinks["dead_letters"].add_raw(key, json.dumps({**letter, "dead_lettered_at": emitted_at},
-                                                               ensure_ascii=False).encode(), None)
+            body = json.dumps({**letter, "dead_lettered_at": received}, ensure_ascii=False).encode()
+            self.sinks["dead_letters"].add_raw(key, body, None)
             self.metrics.dead_letters.labels(letter["topic"]).inc()
         for key, value, headers in result.rekeyed:
             self.sinks["rekeyed"].add_raw(key, value, headers)
@@ -192,6 +213,7 @@ class _Outputs:
         await self.sinks["dead_letters"].flush()
         await self.sinks["rekeyed"].flush()
 
+    async def send_snapshots(self, result: BatchResult) -> None:
         for evaluation in result.evaluations:
             if evaluation.snapshot.customer_id in result.snapshots_changed:
                 self.redis.add(evaluation.snapshot)
@@ -204,24 +226,29 @@ class _Outputs:
             log.warning("sink=redis state=down waiting=%d reason=%s", self.redis.waiting, error)
         self.metrics.sink_waiting.labels("redis").set(self.redis.waiting)
 
-        for evaluation in result.evaluations:
-            self.metrics.observe(evaluation)
-            if evaluation.change is not None:
-                self.sinks["tier_changes"].add((evaluation.change.customer_id,
-                                                _tier_change_json(evaluation.change, emitted_at)))
-                log.info("tier change customer=%s from=%s to=%s score=%.2f as_of=%s event_id=%s",
-                         evaluation.change.customer_id, evaluation.change.previous_tier,
-                         evaluation.change.new_tier, evaluation.change.score,
-                         to_rfc3339(evaluation.change.as_of), evaluation.change.event_id)
-            for alert in evaluation.alerts:
-                self.sinks["alerts"].add((alert.customer_id, {
-                    "alert_id": alert.alert_id, "customer_id": alert.customer_id, "rule": alert.rule,
-                    "severity": alert.severity, "state": alert.state, "value": alert.value,
-                    "threshold": alert.threshold, "as_of": to_rfc3339(alert.as_of), "emitted_at": emitted_at}))
-                log.info("alert customer=%s rule=%s state=%s value=%s", alert.customer_id, alert.rule,
-                         alert.state, alert.value)
+    async def send_outboxes(self, result: BatchResult) -> list[str]:
+        """Send every stored outbox, await delivery, empty them; return the customers emptied."""
+        emitted_at = to_rfc3339(time.time_ns() // 1000)
+        delivered = []
+        for customer_id, outbox in result.outboxes():
+            for kind, body in outbox:
+                self.sinks[str(kind)].add((customer_id, {**body, "emitted_at": emitted_at}))
+                log.info(
+                    "emit %s customer=%s %s",
+                    kind,
+                    customer_id,
+                    " ".join(f"{k}={body[k]}" for k in _LOGGED if k in body),
+                )
+            delivered.append(customer_id)
         await self.sinks["tier_changes"].flush()
         await self.sinks["alerts"].flush()
+        for customer_id in delivered:
+            result.states[customer_id][1].status.outbox.clear()
+        return delivered
+
+    def observe(self, result: BatchResult) -> None:
+        for evaluation in result.evaluations:
+            self.metrics.observe(evaluation)
         self.metrics.count_outcomes(result.outcomes)
         if result.population_changed:
             self.update_population()
@@ -244,22 +271,7 @@ class _Outputs:
                 self.metrics.watermark.labels(str(partition)).set(as_of / MICROS_PER_SECOND)
 
 
-def _tier_change_json(change: Any, emitted_at: str) -> dict[str, object]:
-    return {
-        "event_id": change.event_id,
-        "customer_id": change.customer_id,
-        "previous_tier": change.previous_tier,
-        "new_tier": change.new_tier,
-        "previous_score": change.previous_score,
-        "score": change.score,
-        "segment": change.segment,
-        "policy_version": change.policy_version,
-        "as_of": to_rfc3339(change.as_of),
-        "kpis": change.kpis.as_json(),
-        "reasons": [{"kpi": r.kpi, "value": r.value, "score": r.score, "weight": r.weight,
-                     "contribution": r.contribution} for r in change.reasons],
-        "emitted_at": emitted_at,
-    }
+_LOGGED = ("previous_tier", "new_tier", "score", "rule", "state", "value", "as_of")
 
 
 def _credentials(settings: Settings) -> Any:
@@ -271,26 +283,45 @@ def _credentials(settings: Settings) -> Any:
         import ssl
 
         ssl_context = ssl.create_default_context(cafile=str(settings.broker_ssl_cafile))
-    return faust.SASLCredentials(username=settings.broker_username or "", password=password,
-                                 mechanism=settings.broker_sasl_mechanism, ssl_context=ssl_context)
+    return faust.SASLCredentials(
+        username=settings.broker_username or "",
+        password=password,
+        mechanism=settings.broker_sasl_mechanism,
+        ssl_context=ssl_context,
+    )
 
 
-def _add_web_views(app: faust.App, settings: Settings, policy: Policy, customers: Any, metrics: ScorerMetrics,
-                   redis_sink: RedisSnapshotSink) -> None:
+def _add_web_views(
+    app: faust.App,
+    settings: Settings,
+    policy: Policy,
+    customers: Any,
+    metrics: ScorerMetrics,
+    redis_sink: RedisSnapshotSink,
+) -> None:
     @app.page("/customers/{customer_id}")
     @app.table_route(table=customers, match_info="customer_id")
     async def customer(web: View, request: Request, customer_id: str) -> Response:
         stored = customers.get(customer_id.encode("utf-8"))
-        snapshot = None if stored is None else current_snapshot(CustomerState.from_bytes(bytes(stored)),
-                                                                policy, settings.window)
+        snapshot = (
+            None
+            if stored is None
+            else current_snapshot(CustomerState.from_bytes(bytes(stored)), policy, settings.window)
+        )
         if snapshot is None:
             return web.json({"error": f"unknown customer {customer_id}"}, status=404)
         return web.json(snapshot.as_json())
 
     @app.page("/healthz")
     async def healthz(web: View, request: Request) -> Response:
-        return web.json({"status": "ok", "redis": "up" if redis_sink.healthy else "down",
-                         "redis_waiting": redis_sink.waiting, "policy_version": policy.version})
+        return web.json(
+            {
+                "status": "ok",
+                "redis": "up" if redis_sink.healthy else "down",
+                "redis_waiting": redis_sink.waiting,
+                "policy_version": policy.version,
+            }
+        )
 
     @app.page("/metrics")
     async def prometheus(web: View, request: Request) -> Response:

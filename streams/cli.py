@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from models.events import Topic
 from models.policy import PolicyError, load_policy
 from models.schemas import input_schemas
 from streams import demo
@@ -64,8 +65,16 @@ def _worker(settings: Settings) -> int:
     from streams.app import create_app  # Faust is slow to import; only the worker needs it
 
     app = create_app(settings, policy)
-    sys.argv = ["tierpulse", "worker", "-l", settings.log_level, "--web-host", settings.web_host,
-                "--web-port", str(settings.web_port)]
+    sys.argv = [
+        "tierpulse",
+        "worker",
+        "-l",
+        settings.log_level,
+        "--web-host",
+        settings.web_host,
+        "--web-port",
+        str(settings.web_port),
+    ]
     app.main()
     return 0
 
@@ -76,8 +85,12 @@ async def _demo(settings: Settings, count: int, backfill_days: float, live_secon
 
     await ensure_topics(settings)
     names = settings.topics
-    topic_of = {demo.Topic.ORDERS: names.orders, demo.Topic.TICKETS: names.tickets,
-                demo.Topic.COMPLAINTS: names.complaints, demo.Topic.CUSTOMERS: names.customers}
+    topic_of = {
+        Topic.ORDERS: names.orders,
+        Topic.TICKETS: names.tickets,
+        Topic.COMPLAINTS: names.complaints,
+        Topic.CUSTOMERS: names.customers,
+    }
     people = demo.customers(count, seed)
     now = datetime.now(UTC)
     backlog = list(demo.history(people, now - timedelta(days=backfill_days), now, seed=seed, messy=True))
@@ -92,8 +105,10 @@ async def _demo(settings: Settings, count: int, backfill_days: float, live_secon
         while time.monotonic() < ends:
             start = datetime.now(UTC) - timedelta(seconds=1)
             chosen = rng.sample(people, max(1, count // 50))
-            for message in demo.history(chosen, start, start + timedelta(seconds=1), seed=rng.getrandbits(32)):
-                if message.kind is not demo.Topic.CUSTOMERS:
+            for message in demo.history(
+                chosen, start, start + timedelta(seconds=1), seed=rng.getrandbits(32)
+            ):
+                if message.kind is not Topic.CUSTOMERS:
                     await producer.send(topic_of[message.kind], message.value, key=message.key)
             await asyncio.sleep(1)
     finally:
@@ -104,8 +119,12 @@ async def _follow(settings: Settings, seconds: float) -> None:
     from aiokafka import AIOKafkaConsumer
 
     names = settings.topics
-    consumer = AIOKafkaConsumer(names.tier_changes, names.alerts, bootstrap_servers=bootstrap_servers(settings),
-                                auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(
+        names.tier_changes,
+        names.alerts,
+        bootstrap_servers=bootstrap_servers(settings),
+        auto_offset_reset="latest",
+    )
     await consumer.start()
     ends = time.monotonic() + seconds
     try:
@@ -116,12 +135,18 @@ async def _follow(settings: Settings, seconds: float) -> None:
                 if message.topic == names.tier_changes:
                     top = sorted(body["reasons"], key=lambda r: r["contribution"])[:2]
                     weakest = ", ".join(f"{r['kpi']}={r['value']:.3g}" for r in top)
-                    print(f"TIER  {body['customer_id']:<12} {body['previous_tier']:>9} -> {body['new_tier']:<9} "
-                          f"score {body['score']:5.1f}  [{body['segment']}] weakest: {weakest}", flush=True)
+                    print(
+                        f"TIER  {body['customer_id']:<12} {body['previous_tier']:>9} -> {body['new_tier']:<9}"
+                        " "
+                        f"score {body['score']:5.1f}  [{body['segment']}] weakest: {weakest}",
+                        flush=True,
+                    )
                 else:
-                    print(f"ALERT {body['customer_id']:<12} {body['rule']} {body['state']} "
-                          f"({body['severity']}, value {body['value']:.3g}, threshold {body['threshold']:.3g})",
-                          flush=True)
+                    print(
+                        f"ALERT {body['customer_id']:<12} {body['rule']} {body['state']} "
+                        f"({body['severity']}, value {body['value']:.3g}, threshold {body['threshold']:.3g})",
+                        flush=True,
+                    )
     finally:
         await consumer.stop()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -54,12 +54,14 @@ def customers(count: int, seed: int = 7) -> list[DemoCustomer]:
     return result
 
 
-def history(people: list[DemoCustomer], start: datetime, end: datetime, *, seed: int = 7,
-            messy: bool = False) -> Iterator[Message]:
+def history(
+    people: list[DemoCustomer], start: datetime, end: datetime, *, seed: int = 7, messy: bool = False
+) -> Iterator[Message]:
     """Every message of every customer between start and end, in event-time order."""
     rng = random.Random(seed)
-    pending: list[Message] = [Message(Topic.CUSTOMERS, c.customer_id.encode(), _json(c.profile()), start)
-                              for c in people]
+    pending: list[Message] = [
+        Message(Topic.CUSTOMERS, c.customer_id.encode(), _json(c.profile()), start) for c in people
+    ]
     span = (end - start).total_seconds()
     for c in people:
         day = 0.0
@@ -72,35 +74,80 @@ def history(people: list[DemoCustomer], start: datetime, end: datetime, *, seed:
             if rng.random() < 0.35:
                 pending += _ticket_messages(c, rng, at + timedelta(hours=rng.uniform(0, 24)), end)
             if c.behaviour == "complaining" and (at - start).total_seconds() / span > 0.75:
-                pending += [_event(Topic.COMPLAINTS, c, at, rng, complaint_id=_id(rng, "cmp"),
-                                   severity=rng.choice(["high", "critical"]), category="quality")]
+                pending += [
+                    _event(
+                        Topic.COMPLAINTS,
+                        c,
+                        at,
+                        rng,
+                        complaint_id=_id(rng, "cmp"),
+                        severity=rng.choice(["high", "critical"]),
+                        category="quality",
+                    )
+                ]
             elif rng.random() < 0.03:
-                pending += [_event(Topic.COMPLAINTS, c, at, rng, complaint_id=_id(rng, "cmp"), severity="low",
-                                   category="billing")]
+                pending += [
+                    _event(
+                        Topic.COMPLAINTS,
+                        c,
+                        at,
+                        rng,
+                        complaint_id=_id(rng, "cmp"),
+                        severity="low",
+                        category="billing",
+                    )
+                ]
         if c.behaviour == "neglected":  # a P1 opened 45 minutes before the end, never answered
             opened = end - timedelta(minutes=45)
-            pending.append(_event(Topic.TICKETS, c, opened, rng, ticket_id=_id(rng, "tkt"), type="opened", priority="P1"))
+            pending.append(
+                _event(Topic.TICKETS, c, opened, rng, ticket_id=_id(rng, "tkt"), type="opened", priority="P1")
+            )
     pending.sort(key=lambda m: m.occurred_at)
     yield from (_mess_up(pending, rng) if messy else pending)
 
 
-def _order_messages(c: DemoCustomer, rng: random.Random, at: datetime, end: datetime,
-                    stage: float) -> list[Message]:
+def _order_messages(
+    c: DemoCustomer, rng: random.Random, at: datetime, end: datetime, stage: float
+) -> list[Message]:
     order_id = _id(rng, "ord")
     promised = at + timedelta(days=rng.choice([1, 2, 3]))
     bad = (c.behaviour == "degrading" and stage > 0.7) or (c.behaviour == "recovering" and stage < 0.5)
     on_time = rng.random() < (0.4 if bad else 0.97)
     amount = round(rng.uniform(2000, 40000) if c.segment == "key_account" else rng.uniform(50, 2000), 2)
-    messages = [_event(Topic.ORDERS, c, at, rng, order_id=order_id, type="placed", amount=str(amount),
-                       promised_at=promised.isoformat())]
+    messages = [
+        _event(
+            Topic.ORDERS,
+            c,
+            at,
+            rng,
+            order_id=order_id,
+            type="placed",
+            amount=str(amount),
+            promised_at=promised.isoformat(),
+        )
+    ]
     if rng.random() < 0.04:
-        messages.append(_event(Topic.ORDERS, c, at + timedelta(hours=2), rng, order_id=order_id, type="cancelled"))
+        messages.append(
+            _event(Topic.ORDERS, c, at + timedelta(hours=2), rng, order_id=order_id, type="cancelled")
+        )
         return messages
-    delivered = promised - timedelta(hours=rng.uniform(1, 20)) if on_time else promised + timedelta(
-        hours=rng.uniform(2, 48))
+    delivered = (
+        promised - timedelta(hours=rng.uniform(1, 20))
+        if on_time
+        else promised + timedelta(hours=rng.uniform(2, 48))
+    )
     if delivered < end:
-        messages.append(_event(Topic.ORDERS, c, delivered, rng, order_id=order_id, type="delivered",
-                               promised_at=promised.isoformat()))
+        messages.append(
+            _event(
+                Topic.ORDERS,
+                c,
+                delivered,
+                rng,
+                order_id=order_id,
+                type="delivered",
+                promised_at=promised.isoformat(),
+            )
+        )
     return messages
 
 
@@ -111,10 +158,14 @@ def _ticket_messages(c: DemoCustomer, rng: random.Random, opened: datetime, end:
     resolved = opened + wait + timedelta(hours=rng.uniform(1, 30))
     messages = [_event(Topic.TICKETS, c, opened, rng, ticket_id=ticket_id, type="opened", priority=priority)]
     if opened + wait < end:
-        messages.append(_event(Topic.TICKETS, c, opened + wait, rng, ticket_id=ticket_id, type="first_response"))
+        messages.append(
+            _event(Topic.TICKETS, c, opened + wait, rng, ticket_id=ticket_id, type="first_response")
+        )
     if resolved < end:
         rating = rng.choice([3, 4, 4, 5]) if slow else rng.choice([4, 5, 5, 5])
-        messages.append(_event(Topic.TICKETS, c, resolved, rng, ticket_id=ticket_id, type="resolved", satisfaction=rating))
+        messages.append(
+            _event(Topic.TICKETS, c, resolved, rng, ticket_id=ticket_id, type="resolved", satisfaction=rating)
+        )
     return messages
 
 
@@ -130,7 +181,9 @@ def _mess_up(ordered: list[Message], rng: random.Random) -> Iterator[Message]:
         if roll < 0.04:
             yield message  # the producer re-sent it
         elif roll < 0.05:
-            yield Message(message.kind, message.key, _malformed(rng, message.value or b"{}"), message.occurred_at)
+            yield Message(
+                message.kind, message.key, _malformed(rng, message.value or b"{}"), message.occurred_at
+            )
         elif roll < 0.07 and message.kind is not Topic.CUSTOMERS:
             yield Message(message.kind, None, message.value, message.occurred_at)
         while delayed and delayed[0][0] <= index:
@@ -159,10 +212,14 @@ def _id(rng: random.Random, prefix: str) -> str:
 
 
 def _event(kind: Topic, c: DemoCustomer, at: datetime, rng: random.Random, **fields: object) -> Message:
-    body = {"event_id": _id(rng, "ev"), "customer_id": c.customer_id,
-            "occurred_at": at.astimezone(UTC).isoformat(), **fields}
+    body = {
+        "event_id": _id(rng, "ev"),
+        "customer_id": c.customer_id,
+        "occurred_at": at.astimezone(UTC).isoformat(),
+        **fields,
+    }
     return Message(kind, c.customer_id.encode(), _json(body), at)
 
 
-def _json(body: dict[str, object]) -> bytes:
+def _json(body: Mapping[str, object]) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode("utf-8")

@@ -15,7 +15,7 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from models.evaluation import Evaluation, evaluate
 from models.event_time import Window
@@ -65,10 +65,16 @@ class BatchResult:
     rekeyed: list[tuple[bytes, bytes, dict[str, bytes]]] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     snapshots_changed: set[str] = field(default_factory=set)
-    writes: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # customer -> (partition, state)
+    states: dict[str, tuple[int, CustomerState]] = field(
+        default_factory=dict
+    )  # to store: customer -> (partition, state)
     max_seen: dict[int, int] = field(default_factory=dict)  # partitions whose watermark moved
     outcomes: Tally[tuple[str, str]] = field(default_factory=Tally)
     population_changed: bool = False
+
+    def outboxes(self) -> list[tuple[str, list[list[Any]]]]:
+        """(customer, outputs) for every stored state with outputs not yet delivered."""
+        return [(cid, state.status.outbox) for cid, (_, state) in self.states.items() if state.status.outbox]
 
 
 @dataclass
@@ -79,8 +85,16 @@ class _Touched:
 
 
 class Pipeline:
-    def __init__(self, policy: Policy, window: Window, routing: Routing, *, lateness_us: int,
-                 max_future_skew_us: int, max_event_bytes: int) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        window: Window,
+        routing: Routing,
+        *,
+        lateness_us: int,
+        max_future_skew_us: int,
+        max_event_bytes: int,
+    ) -> None:
         self.policy, self.window, self.routing = policy, window, routing
         self.lateness_us, self.max_future_skew_us = lateness_us, max_future_skew_us
         self.max_event_bytes = max_event_bytes
@@ -107,48 +121,80 @@ class Pipeline:
         for record in records:
             if record.topic == self.routing.sweep:
                 sweeps.add(record.partition)
-            else:
-                self._route(record, tables, now_us, touched, result)
-        for customer_id, entry in touched.items():
-            self._evaluate(customer_id, entry, result, always_write=True)
+                continue
+            before = self.as_of(record.partition)
+            customer_id = self._route(record, tables, now_us, touched, result)
+            if customer_id is not None:
+                # After each event, not once per batch: with hysteresis the tier depends on the
+                # path, and the path must not depend on where Kafka happened to cut batches.
+                self._evaluate(customer_id, touched[customer_id], result, always_write=True)
+            if self.as_of(record.partition) != before:
+                # The watermark moved: whoever fell due (a deadline, a promise, the window's
+                # edge) is evaluated now, at this event — not whenever a wall-clock sweep runs.
+                self._evaluate_due(record.partition, tables, touched, result)
         for partition in sweeps:
-            self._sweep(partition, tables, touched, result)
+            self._adopt(partition, tables, result)
+            self._evaluate_due(partition, tables, touched, result)
         return result
 
     # ------------------------------------------------------------ routing
 
-    def _route(self, record: Record, tables: StateTables, now_us: int, touched: dict[str, _Touched],
-               result: BatchResult) -> None:
+    def _route(
+        self,
+        record: Record,
+        tables: StateTables,
+        now_us: int,
+        touched: dict[str, _Touched],
+        result: BatchResult,
+    ) -> str | None:
+        """Decode and route one record; return the customer whose state it reached, if any."""
         kind, origin = self._kind_of(record)
         if kind is None:
-            return
+            return None
         if kind is Topic.CUSTOMERS and record.value is None:  # tombstone: back to the default segment
-            if record.key:
-                self._load(record.key.decode("utf-8", "replace"), record.partition, tables, touched).set_profile(None)
-            return
-        parsed = decode(kind, record.value, now_us=now_us, max_future_skew_us=self.max_future_skew_us,
-                        max_bytes=self.max_event_bytes)
+            if not record.key:
+                return None
+            customer_id = record.key.decode("utf-8", "replace")
+            self._load(customer_id, record.partition, tables, touched, result).set_profile(None)
+            return customer_id
+        parsed = decode(
+            kind,
+            record.value,
+            now_us=now_us,
+            max_future_skew_us=self.max_future_skew_us,
+            max_bytes=self.max_event_bytes,
+        )
         if isinstance(parsed, Invalid):
             result.outcomes[(kind.value, Outcome.INVALID.value)] += 1
             result.dead_letters.append((record.key, _dead_letter(record, origin, parsed)))
-            log.warning("invalid event topic=%s partition=%d offset=%d customer=%s reason=%s",
-                        origin[0], origin[1], origin[2], parsed.customer_id, parsed.reason)
-            return
+            log.warning(
+                "invalid event topic=%s partition=%d offset=%d customer=%s reason=%s",
+                origin[0],
+                origin[1],
+                origin[2],
+                parsed.customer_id,
+                parsed.reason,
+            )
+            return None
         key = parsed.customer_id.encode("utf-8")
         if record.key != key:
-            headers = {KIND_HEADER: kind.value.encode(), ORIGIN_HEADER: f"{origin[0]}/{origin[1]}/{origin[2]}".encode()}
+            headers = {
+                KIND_HEADER: kind.value.encode(),
+                ORIGIN_HEADER: f"{origin[0]}/{origin[1]}/{origin[2]}".encode(),
+            }
             result.rekeyed.append((key, record.value or b"", headers))
-            return
-        state = self._load(parsed.customer_id, record.partition, tables, touched)
+            return None
+        state = self._load(parsed.customer_id, record.partition, tables, touched, result)
         if isinstance(parsed, CustomerProfile):
             state.set_profile(parsed)
             result.outcomes[(kind.value, Outcome.ACCEPTED.value)] += 1
-            return
+            return parsed.customer_id
         outcome = state.absorb(parsed, self.window, self.as_of(record.partition))
         result.outcomes[(kind.value, outcome.value)] += 1
         occurred = parsed.occurred_us
         if occurred > self._max_seen.get(record.partition, occurred - 1):
             self._max_seen[record.partition] = result.max_seen[record.partition] = occurred
+        return parsed.customer_id
 
     def _kind_of(self, record: Record) -> tuple[Topic | None, tuple[str, int, int]]:
         origin = (record.topic, record.partition, record.offset)
@@ -159,15 +205,25 @@ class Pipeline:
             topic, partition, offset = record.headers[ORIGIN_HEADER].decode().rsplit("/", 2)
             return kind, (topic, int(partition), int(offset))
         except (KeyError, ValueError):
-            log.error("re-keyed message without its headers topic=%s partition=%d offset=%d",
-                      record.topic, record.partition, record.offset)
+            log.error(
+                "re-keyed message without its headers topic=%s partition=%d offset=%d",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
             return None, origin
 
-    def _load(self, customer_id: str, partition: int, tables: StateTables,
-              touched: dict[str, _Touched]) -> CustomerState:
+    def _load(
+        self,
+        customer_id: str,
+        partition: int,
+        tables: StateTables,
+        touched: dict[str, _Touched],
+        result: BatchResult,
+    ) -> CustomerState:
         entry = touched.get(customer_id)
         if entry is None:
-            self._adopt(partition, tables)
+            self._adopt(partition, tables, result)
             stored = tables.customer(customer_id)
             state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
             entry = touched[customer_id] = _Touched(state, partition, self._population_key(state))
@@ -175,42 +231,44 @@ class Pipeline:
 
     # ------------------------------------------------------------ evaluating
 
-    def _evaluate(self, customer_id: str, entry: _Touched, result: BatchResult, *, always_write: bool) -> None:
+    def _evaluate(
+        self, customer_id: str, entry: _Touched, result: BatchResult, *, always_write: bool
+    ) -> None:
         as_of = self.as_of(entry.partition)
         if as_of is None:  # only profiles so far: nothing to score against
-            result.writes[customer_id] = (entry.partition, entry.state.to_bytes())
+            result.states[customer_id] = (entry.partition, entry.state)
             return
         evaluation = evaluate(entry.state, self.policy, self.window, as_of)
         self._schedule(entry.partition).set(customer_id, evaluation.due)
         result.evaluations.append(evaluation)
         if evaluation.changed or always_write:
             result.snapshots_changed.add(customer_id)
-        result.writes[customer_id] = (entry.partition, entry.state.to_bytes())
+        result.states[customer_id] = (entry.partition, entry.state)
         now = (evaluation.snapshot.tier, evaluation.snapshot.segment)
         if now != entry.was:
             tally = self.population.setdefault(entry.partition, Tally())
             if entry.was is not None:
                 tally[entry.was] -= 1
             tally[now] += 1
+            entry.was = now
             result.population_changed = True
 
-    def _sweep(self, partition: int, tables: StateTables, touched: dict[str, _Touched],
-               result: BatchResult) -> None:
-        self._adopt(partition, tables)
+    def _evaluate_due(
+        self, partition: int, tables: StateTables, touched: dict[str, _Touched], result: BatchResult
+    ) -> None:
         as_of = self.as_of(partition)
         if as_of is None:
             return
         for customer_id in self._schedule(partition).pop_due(as_of):
-            stored = tables.customer(customer_id)
-            if customer_id in touched or stored is None:
-                continue  # evaluated with this batch already, or gone
-            state = CustomerState.from_bytes(stored)
-            entry = _Touched(state, partition, self._population_key(state))
-            self._evaluate(customer_id, entry, result, always_write=False)
+            if customer_id not in touched and tables.customer(customer_id) is None:
+                continue  # gone since it was scheduled
+            self._load(customer_id, partition, tables, touched, result)
+            self._evaluate(customer_id, touched[customer_id], result, always_write=False)
 
-    def _adopt(self, partition: int, tables: StateTables) -> None:
+    def _adopt(self, partition: int, tables: StateTables, result: BatchResult) -> None:
         """On first contact after an assignment: schedule and count every customer the
-        partition holds (once; its cost is one read of the partition's states)."""
+        partition holds, and pick up outputs a crashed worker stored but may not have
+        delivered (once; its cost is one read of the partition's states)."""
         if partition in self._schedules:
             return
         seen = tables.max_seen(partition)
@@ -225,6 +283,8 @@ class Pipeline:
                 tally[key] += 1
             if as_of is not None:
                 schedule.set(customer_id, as_of)  # due now: one evaluation brings its schedule back
+            if state.status.outbox:
+                result.states.setdefault(customer_id, (partition, state))
 
     def _schedule(self, partition: int) -> DueSchedule:
         return self._schedules.setdefault(partition, DueSchedule())

@@ -32,8 +32,12 @@ class TopicNames(BaseModel):
     sweep: str = "tierpulse-sweep"  # ticks that make each partition re-evaluate what is due
 
     def input_kinds(self) -> dict[str, Topic]:
-        return {self.orders: Topic.ORDERS, self.tickets: Topic.TICKETS, self.complaints: Topic.COMPLAINTS,
-                self.customers: Topic.CUSTOMERS}
+        return {
+            self.orders: Topic.ORDERS,
+            self.tickets: Topic.TICKETS,
+            self.complaints: Topic.COMPLAINTS,
+            self.customers: Topic.CUSTOMERS,
+        }
 
 
 class Settings(BaseSettings):
@@ -65,7 +69,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(2000, gt=0)
     batch_seconds: float = Field(0.2, gt=0)
     session_timeout_seconds: float = Field(30, gt=0)
-    watch_list: tuple[str, ...] = Field((), max_length=50, description="customers with their own metric series")
+    watch_list: tuple[str, ...] = Field(
+        (), max_length=50, description="customers with their own metric series"
+    )
     log_level: str = "info"
 
     @property

@@ -24,7 +24,14 @@ def bootstrap_servers(settings: Settings) -> str:
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create what is missing; return the names created. Raises TopicLayoutError on a mismatch."""
     names = settings.topics
-    copartitioned = [names.orders, names.tickets, names.complaints, names.customers, names.rekeyed, names.sweep]
+    copartitioned = [
+        names.orders,
+        names.tickets,
+        names.complaints,
+        names.customers,
+        names.rekeyed,
+        names.sweep,
+    ]
     outputs = [names.tier_changes, names.alerts, names.dead_letters]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)
     try:
@@ -36,18 +43,25 @@ async def ensure_topics(settings: Settings) -> list[str]:
         ) from None
     try:
         existing = {t: len(parts) for t, parts in (await _describe(admin)).items()}
-        wrong = [f"{t} has {existing[t]}" for t in copartitioned if t in existing and existing[t] != settings.partitions]
+        wrong = [
+            f"{t} has {existing[t]}"
+            for t in copartitioned
+            if t in existing and existing[t] != settings.partitions
+        ]
         if wrong:
             raise TopicLayoutError(
                 f"input topics must all have TIERPULSE_PARTITIONS={settings.partitions} partitions, but "
-                + ", ".join(wrong) + "; set TIERPULSE_PARTITIONS to match or recreate them"
+                + ", ".join(wrong)
+                + "; set TIERPULSE_PARTITIONS to match or recreate them"
             )
         missing = [t for t in copartitioned + outputs if t not in existing]
         compacted = {"cleanup.policy": "compact"}
-        await admin.create_topics([
-            NewTopic(t, settings.partitions, 1, topic_configs=compacted if t == names.customers else {})
-            for t in missing
-        ]) if missing else None
+        await admin.create_topics(
+            [
+                NewTopic(t, settings.partitions, 1, topic_configs=compacted if t == names.customers else {})
+                for t in missing
+            ]
+        ) if missing else None
         return missing
     finally:
         await admin.close()
@@ -55,4 +69,6 @@ async def ensure_topics(settings: Settings) -> list[str]:
 
 async def _describe(admin: AIOKafkaAdminClient) -> dict[str, list[int]]:
     metadata = await admin.describe_topics()
-    return {t["topic"]: [p["partition"] for p in t["partitions"]] for t in metadata if not t.get("error_code")}
+    return {
+        t["topic"]: [p["partition"] for p in t["partitions"]] for t in metadata if not t.get("error_code")
+    }

@@ -13,8 +13,14 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 from deploy import services
+
+# HYPOTHESIS_PROFILE=thorough runs the property tests twenty times harder than CI does.
+settings.register_profile("ci", max_examples=300)
+settings.register_profile("thorough", max_examples=6000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

