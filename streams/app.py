@@ -86,6 +86,14 @@ def _in_partition_of(event: Any) -> Any:
         _current_event.reset(token)
 
 
+async def _flush_until_acked(producer: Any) -> None:
+    """Faust's ``producer.flush()`` gives up on its buffer once a message takes longer than
+    0.1 s, leaving table writes unsent; drain it for real, then wait for the broker's acks."""
+    while producer.buffer.size:
+        await producer.buffer.flush()
+    await producer.flush()
+
+
 def _record(event: Any) -> Record:
     message = event.message
     headers = message.headers or {}
@@ -149,7 +157,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             for partition, seen in result.max_seen.items():
                 with _in_partition_of(by_partition[partition]):
                     watermarks[str(partition).encode()] = str(seen).encode()
-            await app.producer.flush()
+            await _flush_until_acked(app.producer)
             await outputs.send_snapshots(result)
             delivered = await outputs.send_outboxes(result)
             store(((cid, result.states[cid]) for cid in delivered), by_partition)
@@ -214,9 +222,8 @@ class _Outputs:
         await self.sinks["rekeyed"].flush()
 
     async def send_snapshots(self, result: BatchResult) -> None:
-        for evaluation in result.evaluations:
-            if evaluation.snapshot.customer_id in result.snapshots_changed:
-                self.redis.add(evaluation.snapshot)
+        for snapshot in result.snapshots.values():
+            self.redis.add(snapshot)
         try:
             await self.redis.flush()
             self.metrics.sink_up.labels("redis").set(1)

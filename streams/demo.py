@@ -71,8 +71,9 @@ def history(
             if at >= end:
                 break
             pending += _order_messages(c, rng, at, end, stage=(at - start).total_seconds() / span)
-            if rng.random() < 0.35:
-                pending += _ticket_messages(c, rng, at + timedelta(hours=rng.uniform(0, 24)), end)
+            opened = at + timedelta(hours=rng.uniform(0, 24))
+            if rng.random() < 0.35 and opened < end:
+                pending += _ticket_messages(c, rng, opened, end)
             if c.behaviour == "complaining" and (at - start).total_seconds() / span > 0.75:
                 pending += [
                     _event(
@@ -126,7 +127,7 @@ def _order_messages(
             promised_at=promised.isoformat(),
         )
     ]
-    if rng.random() < 0.04:
+    if rng.random() < 0.04 and at + timedelta(hours=2) < end:
         messages.append(
             _event(Topic.ORDERS, c, at + timedelta(hours=2), rng, order_id=order_id, type="cancelled")
         )

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from models.evaluation import Evaluation, evaluate
+from models.evaluation import Evaluation, Snapshot, current_snapshot, evaluate
 from models.event_time import Window
 from models.events import CustomerProfile, Invalid, Topic, decode
 from models.policy import Policy
@@ -64,7 +64,7 @@ class BatchResult:
     dead_letters: list[tuple[bytes | None, dict[str, object]]] = field(default_factory=list)
     rekeyed: list[tuple[bytes, bytes, dict[str, bytes]]] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
-    snapshots_changed: set[str] = field(default_factory=set)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)  # to write: the latest per customer
     states: dict[str, tuple[int, CustomerState]] = field(
         default_factory=dict
     )  # to store: customer -> (partition, state)
@@ -242,7 +242,7 @@ class Pipeline:
         self._schedule(entry.partition).set(customer_id, evaluation.due)
         result.evaluations.append(evaluation)
         if evaluation.changed or always_write:
-            result.snapshots_changed.add(customer_id)
+            result.snapshots[customer_id] = evaluation.snapshot
         result.states[customer_id] = (entry.partition, entry.state)
         now = (evaluation.snapshot.tier, evaluation.snapshot.segment)
         if now != entry.was:
@@ -283,8 +283,11 @@ class Pipeline:
                 tally[key] += 1
             if as_of is not None:
                 schedule.set(customer_id, as_of)  # due now: one evaluation brings its schedule back
-            if state.status.outbox:
+            if state.status.outbox:  # a crashed worker stored these outputs; Redis may not have them
                 result.states.setdefault(customer_id, (partition, state))
+                snapshot = current_snapshot(state, self.policy, self.window)
+                if snapshot is not None:
+                    result.snapshots.setdefault(customer_id, snapshot)
 
     def _schedule(self, partition: int) -> DueSchedule:
         return self._schedules.setdefault(partition, DueSchedule())

@@ -161,6 +161,37 @@ class ScorerRun:
             await consumer.stop()
         return found
 
+    async def caught_up(self) -> bool:
+        """True once the scorer's group has committed the end offset of every input partition."""
+        from aiokafka import TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        inputs = [self.topic(k) for k in ("orders", "tickets", "complaints", "customers", "rekeyed")]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.name)
+            partitions = [TopicPartition(t, p) for t in inputs for p in range(self.partitions)]
+            ends = await consumer.end_offsets(partitions)
+            return all(
+                end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items()
+            )
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def finished(self, timeout: float = 180) -> dict[str, dict[str, str]]:
+        """Wait until every input is consumed and committed, then return the final snapshots."""
+        deadline = time.monotonic() + timeout
+        while not await self.caught_up():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the scorer did not catch up within {timeout:.0f}s\n{self.logs()}")
+            await asyncio.sleep(1)
+        await asyncio.sleep(2)  # the last batch's Redis and Kafka writes follow its commit closely
+        return self.snapshots()
+
     def snapshot(self, customer_id: str) -> dict[str, str]:
         client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         return dict(client.hgetall(f"{self.name}:customer:{customer_id}"))
@@ -223,3 +254,63 @@ def chain_problems(changes: list[dict[str, Any]]) -> list[str]:
             )
         last[change["customer_id"]] = change["new_tier"]
     return problems
+
+
+def reference_problems(
+    log: list[tuple[str, bytes | None, bytes | None]],
+    snapshots: dict[str, dict[str, str]],
+    policy: Any,
+    window_buckets: int = 30,
+) -> list[str]:
+    """Recompute every customer's KPIs from the produced log with tests/reference.py (the brute
+    force) at the snapshot's own as_of, and list every difference from the Redis snapshot."""
+    from decimal import Decimal
+
+    from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, to_micros
+    from models.events import CustomerProfile, Invalid, Topic, decode, parse_instant
+    from tests.reference import ReferenceLog
+
+    kinds = {
+        "orders": Topic.ORDERS,
+        "tickets": Topic.TICKETS,
+        "complaints": Topic.COMPLAINTS,
+        "customers": Topic.CUSTOMERS,
+    }
+    logs: dict[str, ReferenceLog] = {}
+    profiles: dict[str, dict[str, str]] = {}
+    for kind, _, value in log:
+        parsed = decode(kinds[kind], value, now_us=to_micros(datetime_now()), max_future_skew_us=3600 * 10**6)
+        if isinstance(parsed, Invalid):
+            continue
+        if isinstance(parsed, CustomerProfile):
+            profiles[parsed.customer_id] = parsed.model_dump(exclude_none=True, exclude={"customer_id"})
+            continue
+        logs.setdefault(parsed.customer_id, ReferenceLog(MICROS_PER_DAY, window_buckets)).offer(parsed)
+    problems = []
+    for customer, reference in logs.items():
+        snapshot = snapshots.get(customer)
+        if snapshot is None:
+            problems.append(f"{customer}: no snapshot")
+            continue
+        segment = policy.segment_for(profiles.get(customer))
+        sla = {p: segment.sla_us[i] / MICROS_PER_MINUTE for i, p in enumerate(("P1", "P2", "P3", "P4"))}
+        expected = reference.kpis(to_micros(parse_instant(snapshot["as_of"])), sla)
+        for name, value in expected.items():
+            shown = snapshot.get(name, "<missing>")
+            same = (
+                shown == ""
+                if value is None
+                else (
+                    shown != ""
+                    and (Decimal(shown) == value if isinstance(value, Decimal) else float(shown) == value)
+                )
+            )
+            if not same:
+                problems.append(f"{customer}: {name} is {shown!r}, the reference says {value!r}")
+    return problems
+
+
+def datetime_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,155 @@
+"""Bad input, crashes and scale-out, against the real broker and Redis.
+
+Every final snapshot is checked against tests/reference.py (the brute force) at
+the snapshot's own as_of, and the tier-change chain against contract §5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from models.policy import load_policy
+from streams import demo
+from tests.integration.harness import (
+    ScorerRun,
+    chain_problems,
+    http_json,
+    reference_problems,
+    wait_for_async,
+)
+
+KIND_NAMES = {
+    demo.Topic.ORDERS: "orders",
+    demo.Topic.TICKETS: "tickets",
+    demo.Topic.COMPLAINTS: "complaints",
+    demo.Topic.CUSTOMERS: "customers",
+}
+
+
+def demo_log(customers: int, days: float, seed: int) -> list[tuple[str, bytes | None, bytes | None]]:
+    end = datetime.now(UTC) - timedelta(minutes=5)
+    people = demo.customers(customers, seed)
+    return [
+        (KIND_NAMES[m.kind], m.key, m.value)
+        for m in demo.history(people, end - timedelta(days=days), end, seed=seed, messy=True)
+    ]
+
+
+def customers_in(log: list[tuple[str, bytes | None, bytes | None]]) -> set[str]:
+    return {key.decode() for kind, key, _ in log if kind == "customers" and key}
+
+
+def final_tiers_match_the_chain(changes: list[dict[str, Any]], snapshots: dict[str, Any]) -> list[str]:
+    last = {c["customer_id"]: c for c in changes}
+    return [
+        f"{c}: snapshot {s['tier']} as of {s['as_of']}, last change {last[c]['new_tier']} as of "
+        f"{last[c]['as_of']} (emitted {last[c]['emitted_at']})"
+        for c, s in snapshots.items()
+        if c in last and last[c]["new_tier"] != s["tier"]
+    ]
+
+
+async def test_hostile_messages_go_to_dead_letters_and_the_good_ones_are_scored(scorer: ScorerRun) -> None:
+    scorer.start_worker()
+    good = {
+        "event_id": "g1",
+        "customer_id": "客户-ok",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "order_id": "o1",
+        "type": "placed",
+        "amount": "12.5",
+        "promised_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+    }
+    hostile: list[bytes] = [
+        b"not json at all",
+        b"",
+        b"\xff\xfe\xfa",
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"a":' * 3000 + b"1" + b"}" * 3000,
+        json.dumps({**good, "event_id": "x" * 200_000}).encode(),  # huge
+        json.dumps({**good, "amount": -1}).encode(),
+        json.dumps({**good, "amount": "lots"}).encode(),
+        json.dumps({**good, "occurred_at": "tomorrow"}).encode(),
+        json.dumps({**good, "occurred_at": "2026-01-01T00:00:00"}).encode(),  # no offset
+        json.dumps({**good, "occurred_at": (datetime.now(UTC) + timedelta(days=3)).isoformat()}).encode(),
+        json.dumps({k: v for k, v in good.items() if k != "order_id"}).encode(),
+        json.dumps({**good, "type": 7}).encode(),
+        json.dumps([good]).encode(),
+        b"null",
+    ]
+    unkeyed = json.dumps({**good, "event_id": "g2", "customer_id": "unkeyed-1", "order_id": "o2"}).encode()
+    messages = [("orders", b"bad", value) for value in hostile]
+    messages[3:3] = [("orders", "客户-ok".encode(), json.dumps(good).encode()), ("orders", None, unkeyed)]
+    await scorer.produce(messages)
+    letters = await scorer.read("dead_letters", until=lambda found: len(found) >= len(hostile))
+    assert len(letters) == len(hostile)
+    assert sorted(base64.b64decode(letter["value_base64"]) for letter in letters) == sorted(hostile)
+    assert all(letter["reason"] and letter["topic"] == scorer.topic("orders") for letter in letters)
+    reasons = " | ".join(letter["reason"] for letter in letters)
+    for needle in (
+        "Invalid JSON",
+        "field 'amount'",
+        "field 'occurred_at'",
+        "max_future_skew",
+        "field 'order_id'",
+        "bytes, more than the limit",
+    ):
+        assert needle in reasons
+    await wait_for_async(
+        lambda: (
+            scorer.snapshot("客户-ok").get("order_count") == "1"
+            and scorer.snapshot("unkeyed-1").get("order_count") == "1"
+        ),
+        30,
+        "the good ones scored",
+        scorer.logs,
+    )
+
+
+async def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(scorer: ScorerRun) -> None:
+    log = demo_log(customers=40, days=20, seed=11)
+    chunks = [log[i::4] for i in range(4)]  # interleaved quarters: each quarter spans the whole month
+    worker, _ = scorer.start_worker()
+    for chunk in chunks[:3]:
+        await scorer.produce(chunk)
+        await asyncio.sleep(1.5)  # part-way through the chunk...
+        scorer.kill(worker)  # ... SIGKILL: no commit, no flush, no goodbye
+        worker, _ = scorer.start_worker()
+    await scorer.produce(chunks[3])
+    snapshots = await scorer.finished()
+    assert customers_in(log) <= snapshots.keys()
+    changes = await scorer.read("tier_changes")
+    assert chain_problems(changes) == []
+    assert final_tiers_match_the_chain(changes, snapshots) == []
+    assert reference_problems(log, snapshots, load_policy()) == []
+    assert "Traceback" not in scorer.logs()
+
+
+async def test_two_workers_share_partitions_and_one_takes_over_when_the_other_dies(scorer: ScorerRun) -> None:
+    scorer.partitions = 4
+    log = demo_log(customers=40, days=15, seed=5)
+    first, first_port = scorer.start_worker(0)
+    _, second_port = scorer.start_worker(1)
+    await scorer.produce(log[: len(log) // 2])
+    await asyncio.sleep(8)
+    answers = {
+        http_json(f"http://127.0.0.1:{port}/customers/{c}")[0]
+        for port in (first_port, second_port)
+        for c in sorted(customers_in(log))[:10]
+    }
+    assert answers <= {200, 404} and 200 in answers  # any worker answers for any customer (routed)
+    scorer.kill(first)
+    await scorer.produce(log[len(log) // 2 :])
+    snapshots = await scorer.finished()
+    assert customers_in(log) <= snapshots.keys()
+    changes = await scorer.read("tier_changes")
+    assert chain_problems(changes) == []
+    assert final_tiers_match_the_chain(changes, snapshots) == []
+    assert reference_problems(log, snapshots, load_policy()) == []
+    for customer in sorted(snapshots)[:10]:
+        status, body = http_json(f"http://127.0.0.1:{second_port}/customers/{customer}")
+        assert status == 200 and body["tier"] == snapshots[customer]["tier"], (customer, body)
