@@ -122,11 +122,24 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _spawn(layout: Layout, name: str, argv: list[str], markers: list[str], **extra: object) -> None:
+def _spawn(
+    layout: Layout,
+    name: str,
+    argv: list[str],
+    markers: list[str],
+    env: dict[str, str] | None = None,
+    **extra: object,
+) -> None:
     """Start argv detached; ``markers`` must all stay in its command line (redis rewrites its title)."""
     log = layout.log_file(name).open("ab")
     proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=REPO,
+        env=env,
     )
     record = {"pid": proc.pid, "markers": markers, "argv": argv, **extra}
     layout.pid_file(name).write_text(json.dumps(record))
@@ -462,7 +475,9 @@ def check(layout: Layout) -> list[str]:
 
     import logging
 
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # "topic not found" while it is auto-created
+    # "topic not found" while it is auto-created: expected, not worth a line
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
     lines = [f"kafka: produced and consumed one message in {asyncio.run(kafka_round_trip()):.2f}s"]
     client = redis.Redis(port=layout.redis_port, socket_timeout=3)
     key = f"tierpulse:check:{uuid.uuid4().hex}"
@@ -479,25 +494,70 @@ def check(layout: Layout) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------- the scorer and the demo
+
+APP_NAMES = ("worker", "demo")
+
+
+def app_env(layout: Layout) -> dict[str, str]:
+    """The scorer's settings pointing at these local services (the user's own TIERPULSE_* win)."""
+    return {
+        "TIERPULSE_BROKER": f"kafka://{layout.bootstrap}",
+        "TIERPULSE_REDIS_URL": f"redis://127.0.0.1:{layout.redis_port}/0",
+        "TIERPULSE_DATA_DIR": str(layout.run_dir / "worker-data"),
+        **{k: v for k, v in os.environ.items() if k.startswith("TIERPULSE_")},
+    }
+
+
+def web_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('TIERPULSE_WEB_PORT', '6066')}"
+
+
+def start_app(layout: Layout) -> str:
+    """Start the scorer worker and the demo generator; return the worker's URL."""
+    env = {**os.environ, **app_env(layout)}
+    url = web_url()
+    port = int(url.rsplit(":", 1)[1])
+    if running(layout, "worker") is None:
+        _check_port_free("worker", port, "TIERPULSE_WEB_PORT")
+        argv = [sys.executable, "-m", "streams.cli", "worker"]
+        _spawn(layout, "worker", argv, markers=["streams.cli", "worker"], env=env)
+        _wait_ready(layout, "worker", lambda: _http_ok(f"{url}/healthz"), 90, "GET /healthz")
+    targets = [{"targets": [f"127.0.0.1:{port}"], "labels": {"instance_name": "local-worker"}}]
+    (layout.prometheus_targets_dir / "worker.json").write_text(json.dumps(targets))
+    if running(layout, "demo") is None:
+        _spawn(
+            layout,
+            "demo",
+            [sys.executable, "-m", "streams.cli", "demo"],
+            markers=["streams.cli", "demo"],
+            env=env,
+        )
+    return url
+
+
 def describe(layout: Layout, name: str) -> str:
     record = running(layout, name)
     where = {
         "kafka": layout.bootstrap,
         "redis": f"redis://127.0.0.1:{layout.redis_port}/0",
         "prometheus": f"http://127.0.0.1:{layout.prometheus_port}",
+        "worker": web_url(),
+        "demo": "-",
     }[name]
     state = f"running (pid {record['pid']})" if record else "stopped"
     version = f" {layout.kafka_version}" if name == "kafka" else ""
-    return f"{name}{version:<7} {state:<22} {where}  log: {layout.log_file(name)}"
+    return f"{name + version:<12} {state:<22} {where:<28} log: {layout.log_file(name)}"
 
 
 def main(argv: list[str]) -> int:
     command, *names = argv or ["status"]
-    chosen = tuple(names) or SERVICE_NAMES
-    unknown = [n for n in chosen if n not in SERVICE_NAMES]
-    if command not in ("up", "down", "status", "check") or unknown:
+    every = APP_NAMES + SERVICE_NAMES
+    chosen = tuple(names) or (every if command in ("down", "status") else SERVICE_NAMES)
+    unknown = [n for n in chosen if n not in every]
+    if command not in ("up", "down", "status", "check", "start-app") or unknown:
         print(
-            f"usage: python -m deploy.services up|down|status|check [{'|'.join(SERVICE_NAMES)} ...]",
+            f"usage: python -m deploy.services up|down|status|check|start-app [{'|'.join(every)} ...]",
             file=sys.stderr,
         )
         return 2
@@ -505,13 +565,19 @@ def main(argv: list[str]) -> int:
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         if command == "up":
-            up(layout, chosen)
+            up(layout, tuple(n for n in chosen if n in SERVICE_NAMES))
         elif command == "down":
-            for name in reversed(chosen):
+            for name in chosen:  # the scorer and demo first, then the services they use
                 print(f"{name}: {'stopped' if stop(layout, name) else 'was not running'}")
             return 0
-        if command == "check":
+        elif command == "check":
             print("\n".join(check(layout)))
+            return 0
+        elif command == "start-app":
+            url = start_app(layout)
+            print(f"scorer: {url}/customers/<customer_id>  {url}/metrics  {url}/healthz")
+            print(f"prometheus: http://127.0.0.1:{layout.prometheus_port}  (scraping the worker)")
+            print(f"logs: {layout.log_file('worker')}  {layout.log_file('demo')}")
             return 0
         for name in chosen:
             print(describe(layout, name))

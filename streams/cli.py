@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command != "worker":  # the client chatter of aiokafka is noise in a terminal tool
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings = Settings()
     try:
         if args.command == "worker":
