@@ -168,8 +168,10 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
 
     def store(states: Iterable[tuple[str, tuple[int, CustomerState]]], by_partition: dict[int, Any]) -> None:
         for customer_id, (partition, state) in states:
+            encoded = state.to_bytes()
+            metrics.state_bytes.observe(len(encoded))
             with _in_partition_of(by_partition[partition]):
-                customers[customer_id.encode("utf-8")] = state.to_bytes()
+                customers[customer_id.encode("utf-8")] = encoded
 
     @app.timer(interval=settings.sweep_interval_seconds / 2)
     async def send_sweep_ticks() -> None:
