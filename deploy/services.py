@@ -129,7 +129,7 @@ def _spawn(
     markers: list[str],
     env: dict[str, str] | None = None,
     **extra: object,
-) -> None:
+) -> subprocess.Popen[bytes]:
     """Start argv detached; ``markers`` must all stay in its command line (redis rewrites its title)."""
     log = layout.log_file(name).open("ab")
     proc = subprocess.Popen(
@@ -143,12 +143,23 @@ def _spawn(
     )
     record = {"pid": proc.pid, "markers": markers, "argv": argv, **extra}
     layout.pid_file(name).write_text(json.dumps(record))
+    return proc
 
 
-def _wait_ready(layout: Layout, name: str, probe: Callable[[], bool], timeout: float, hint: str) -> None:
+def _wait_ready(
+    layout: Layout,
+    name: str,
+    proc: subprocess.Popen[bytes],
+    probe: Callable[[], bool],
+    timeout: float,
+    hint: str,
+) -> None:
+    # Liveness from the child handle: right after the spawn the java launcher may re-exec
+    # itself, and for that instant its /proc command line does not show the markers.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if running(layout, name) is None:
+        if proc.poll() is not None:
+            layout.pid_file(name).unlink(missing_ok=True)
             raise ServiceError(f"{name} exited during start-up; its log: {layout.log_file(name)}")
         if probe():
             return
@@ -316,8 +327,8 @@ def start_kafka(layout: Layout) -> None:
         "kafka.Kafka",
         str(props),
     ]
-    _spawn(layout, "kafka", argv, markers=[str(props)], version=layout.kafka_version)
-    _wait_ready(layout, "kafka", lambda: _kafka_answers(layout.bootstrap), 120, "metadata request")
+    proc = _spawn(layout, "kafka", argv, markers=[str(props)], version=layout.kafka_version)
+    _wait_ready(layout, "kafka", proc, lambda: _kafka_answers(layout.bootstrap), 120, "metadata request")
 
 
 def _kafka_answers(bootstrap: str) -> bool:
@@ -364,8 +375,8 @@ def start_redis(layout: Layout) -> None:
         "--protected-mode",
         "yes",
     ]
-    _spawn(layout, "redis", argv, markers=["redis-server", str(layout.redis_port)])
-    _wait_ready(layout, "redis", lambda: _redis_answers(layout.redis_port), 20, "PING")
+    proc = _spawn(layout, "redis", argv, markers=["redis-server", str(layout.redis_port)])
+    _wait_ready(layout, "redis", proc, lambda: _redis_answers(layout.redis_port), 20, "PING")
 
 
 def _redis_answers(port: int) -> bool:
@@ -413,10 +424,11 @@ def start_prometheus(layout: Layout) -> None:
         "--web.enable-lifecycle",
         "--storage.tsdb.retention.time=1d",
     ]
-    _spawn(layout, "prometheus", argv, markers=[str(config)])
+    proc = _spawn(layout, "prometheus", argv, markers=[str(config)])
     _wait_ready(
         layout,
         "prometheus",
+        proc,
         lambda: _http_ok(f"http://127.0.0.1:{layout.prometheus_port}/-/ready"),
         60,
         "GET /-/ready",
@@ -521,8 +533,8 @@ def start_app(layout: Layout) -> str:
     if running(layout, "worker") is None:
         _check_port_free("worker", port, "TIERPULSE_WEB_PORT")
         argv = [sys.executable, "-m", "streams.cli", "worker"]
-        _spawn(layout, "worker", argv, markers=["streams.cli", "worker"], env=env)
-        _wait_ready(layout, "worker", lambda: _http_ok(f"{url}/healthz"), 90, "GET /healthz")
+        proc = _spawn(layout, "worker", argv, markers=["streams.cli", "worker"], env=env)
+        _wait_ready(layout, "worker", proc, lambda: _http_ok(f"{url}/healthz"), 90, "GET /healthz")
     targets = [{"targets": [f"127.0.0.1:{port}"], "labels": {"instance_name": "local-worker"}}]
     (layout.prometheus_targets_dir / "worker.json").write_text(json.dumps(targets))
     if running(layout, "demo") is None:
