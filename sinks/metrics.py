@@ -70,6 +70,9 @@ class ScorerMetrics:
             ["partition"],
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "tierpulse_consumer_lag", "Messages not yet processed", ["topic", "partition"], registry=registry
+        )
         self.batch_size = Histogram(
             "tierpulse_batch_size",
             "Messages per processed batch",
@@ -122,6 +125,23 @@ class ScorerMetrics:
             ["customer_id", "tier"],
             registry=registry,
         )
+
+    def initialise(
+        self, topics: Iterable[str], rules: Iterable[tuple[str, str]], sinks: Iterable[str]
+    ) -> None:
+        """Create every bounded label set at zero, so dashboards and alerts see a healthy 0, not nothing."""
+        for topic in topics:
+            for outcome in ("accepted", "duplicate", "invalid", "late"):
+                self.events.labels(topic, outcome)
+            self.dead_letters.labels(topic)
+        for rule, severity in rules:
+            self.alerts_firing.labels(rule, severity)
+            for state in ("firing", "resolved"):
+                self.alerts.labels(rule, severity, state)
+        for sink in sinks:
+            self.sink_errors.labels(sink)
+            self.sink_up.labels(sink).set(1)
+            self.sink_waiting.labels(sink)
 
     def count_outcomes(self, tally: Tally[tuple[str, str]]) -> None:
         for (topic, outcome), n in tally.items():

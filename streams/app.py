@@ -132,10 +132,17 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     }
     redis_sink = RedisSnapshotSink(settings.redis_url, settings.redis_key_prefix)
     metrics = ScorerMetrics(registry or CollectorRegistry(), (*policy.tiers, UNRATED), settings.watch_list)
+    metrics.initialise(
+        [kind.value for kind in names.input_kinds().values()],
+        [(rule.name, rule.severity) for rule in policy.alerts],
+        ["redis"],
+    )
     # A table's changelog codecs come from key_type/value_type (bytes: raw).
     customers = app.Table("customer-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
     watermarks = app.Table("watermarks", key_type=bytes, value_type=bytes, partitions=settings.partitions)
     tables = FaustTables(customers, watermarks, settings.partitions)
+    inputs = {names.orders, names.tickets, names.complaints, names.customers, names.rekeyed}
+    positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
     pipeline = Pipeline(
         policy,
         settings.window,
@@ -162,6 +169,8 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             delivered = await outputs.send_outboxes(result)
             store(((cid, result.states[cid]) for cid in delivered), by_partition)
             outputs.observe(result)
+            for event in events:
+                positions[(event.message.topic, event.message.partition)] = event.message.offset + 1
             metrics.batch_size.observe(len(events))
             metrics.batch_seconds.observe(time.perf_counter() - started)
             yield None
@@ -176,7 +185,13 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     @app.timer(interval=settings.sweep_interval_seconds / 2)
     async def send_sweep_ticks() -> None:
         """Ticks through Kafka, so each sweep runs in its partition's agent context."""
-        owned = [tp.partition for tp in app.assignor.assigned_actives() if tp.topic == names.sweep]
+        actives = app.assignor.assigned_actives()
+        for tp in actives:
+            if tp.topic in inputs:
+                highwater = app.consumer.highwater(tp) or 0
+                processed = positions.get((tp.topic, tp.partition), highwater)
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - processed))
+        owned = [tp.partition for tp in actives if tp.topic == names.sweep]
         log.debug("sweep ticks partitions=%s", owned)
         for partition in owned:
             await sweep_topic.send(key=None, value=b"", partition=partition)

@@ -171,7 +171,7 @@ def _ticket_messages(c: DemoCustomer, rng: random.Random, opened: datetime, end:
 
 
 def _mess_up(ordered: list[Message], rng: random.Random) -> Iterator[Message]:
-    """Re-sends (2%), late arrivals (2%, a few hours to 40 days behind), malformed (1%), unkeyed (2%)."""
+    """Re-sends (2%), delayed arrivals (2%), malformed (1%), unkeyed (2%), a backlog 40 days late (0.5%)."""
     delayed: list[tuple[int, Message]] = []
     for index, message in enumerate(ordered):
         roll = rng.random()
@@ -187,9 +187,19 @@ def _mess_up(ordered: list[Message], rng: random.Random) -> Iterator[Message]:
             )
         elif roll < 0.07 and message.kind is not Topic.CUSTOMERS:
             yield Message(message.kind, None, message.value, message.occurred_at)
+        elif roll < 0.075 and message.kind is not Topic.CUSTOMERS:
+            yield _forty_days_late(message)
         while delayed and delayed[0][0] <= index:
             yield delayed.pop(0)[1]
     yield from (m for _, m in delayed)
+
+
+def _forty_days_late(message: Message) -> Message:
+    """The same event as if a producer's backlog arrived 40 days late: older than the window."""
+    body = json.loads(message.value or b"{}")
+    at = message.occurred_at - timedelta(days=40)
+    body |= {"event_id": body["event_id"] + "-backlog", "occurred_at": at.astimezone(UTC).isoformat()}
+    return Message(message.kind, message.key, _json(body), at)
 
 
 def _malformed(rng: random.Random, value: bytes) -> bytes:

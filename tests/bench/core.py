@@ -44,7 +44,9 @@ def run(rounds: int = 5) -> dict[str, dict[str, float]]:
     policy, window = load_policy(), Window()
     accounts = {
         "large (key account, ~6 orders/day)": demo.DemoCustomer("big-1", "key_account", None, "steady", 6.0),
-        "small (small account, ~0.4 orders/day)": demo.DemoCustomer("small-1", "small_account", None, "steady", 0.4),
+        "small (small account, ~0.4 orders/day)": demo.DemoCustomer(
+            "small-1", "small_account", None, "steady", 0.4
+        ),
     }
     results = {}
     for label, account in accounts.items():
@@ -59,9 +61,14 @@ def run(rounds: int = 5) -> dict[str, dict[str, float]]:
                 evaluate(state, policy, window, watermark)
             per_event.append((time.perf_counter() - started) / len(events) * 1e6)
             size = len(state.to_bytes())
-        results[label] = {"events": len(events), "us_per_event_median": statistics.median(per_event),
-                          "us_per_event_best": min(per_event), "state_bytes": size,
-                          "orders_kept": len(state.orders), "tickets_kept": len(state.tickets)}
+        results[label] = {
+            "events": len(events),
+            "us_per_event_median": statistics.median(per_event),
+            "us_per_event_best": min(per_event),
+            "state_bytes": size,
+            "orders_kept": len(state.orders),
+            "tickets_kept": len(state.tickets),
+        }
     return results
 
 
@@ -69,8 +76,10 @@ def main(json_path: str | None = None) -> None:
     results = run()
     print(f"\n{'account':<40} {'events':>7} {'µs/event (median)':>18} {'best':>8} {'state bytes':>12}")
     for label, r in results.items():
-        print(f"{label:<40} {r['events']:>7} {r['us_per_event_median']:>18.1f} {r['us_per_event_best']:>8.1f}"
-              f" {r['state_bytes']:>12}")
+        print(
+            f"{label:<40} {r['events']:>7} {r['us_per_event_median']:>18.1f} {r['us_per_event_best']:>8.1f}"
+            f" {r['state_bytes']:>12}"
+        )
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(results, indent=2))
