@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "tierpulse:customer:"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # How other workers reach this one (HTTP requests are routed to a key's owner); in a
+    # container, web_host is 0.0.0.0, which is no address for anyone else.
+    advertised_url: str | None = None
     store: str = "rocksdb://"  # memory:// for tests
     data_dir: Path = Path("tierpulse-data")
     policy_path: Path = DEFAULT_POLICY_PATH
@@ -82,4 +85,4 @@ class Settings(BaseSettings):
 
     @property
     def web_url(self) -> str:
-        return f"http://{self.web_host}:{self.web_port}"
+        return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
