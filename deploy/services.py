@@ -558,7 +558,7 @@ def describe(layout: Layout, name: str) -> str:
         "demo": "-",
     }[name]
     state = f"running (pid {record['pid']})" if record else "stopped"
-    version = f" {layout.kafka_version}" if name == "kafka" else ""
+    version = f" {(record or {}).get('version', layout.kafka_version)}" if name == "kafka" else ""
     return f"{name + version:<12} {state:<22} {where:<28} log: {layout.log_file(name)}"
 
 
@@ -600,4 +600,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BrokenPipeError:  # `deploy/dev status | head`
+        sys.exit(0)

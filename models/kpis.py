@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, get_args
 
 KpiName = Literal[
     "revenue",
@@ -16,16 +16,7 @@ KpiName = Literal[
     "csat",
     "days_since_last_order",
 ]
-KPI_NAMES: tuple[KpiName, ...] = (
-    "revenue",
-    "order_count",
-    "on_time_delivery_rate",
-    "first_response_minutes",
-    "response_sla_rate",
-    "complaint_rate",
-    "csat",
-    "days_since_last_order",
-)
+KPI_NAMES: tuple[KpiName, ...] = get_args(KpiName)
 
 
 @dataclass(frozen=True, slots=True)

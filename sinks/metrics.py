@@ -71,7 +71,22 @@ class ScorerMetrics:
             registry=registry,
         )
         self.consumer_lag = Gauge(
-            "tierpulse_consumer_lag", "Messages not yet processed", ["topic", "partition"], registry=registry
+            "tierpulse_consumer_lag",
+            "High-water mark minus committed offset (Kafka's consumer lag)",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.processed_lag = Gauge(
+            "tierpulse_processed_lag",
+            "High-water mark minus the next offset this worker will process",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.stall_recoveries = Counter(
+            "tierpulse_stall_recoveries",
+            "Partitions re-fetched after they stopped delivering",
+            ["topic"],
+            registry=registry,
         )
         self.batch_size = Histogram(
             "tierpulse_batch_size",

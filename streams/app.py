@@ -20,13 +20,14 @@ did not decide — the chain of tier changes stays consistent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from aiokafka.partitioner import murmur2
@@ -47,6 +48,7 @@ from streams.pipeline import BatchResult, Pipeline, Record, Routing
 from streams.settings import Settings
 
 log = logging.getLogger("tierpulse")
+T = TypeVar("T")
 
 
 class FaustTables:
@@ -84,6 +86,19 @@ def _in_partition_of(event: Any) -> Any:
         yield
     finally:
         _current_event.reset(token)
+
+
+async def _watched(what: str, step: Awaitable[T]) -> T:
+    """Await one write step, saying so in the log every 10 s while it waits (a stalled
+    broker or sink is then visible at once, not as a silent worker)."""
+    task = asyncio.ensure_future(step)
+    waited = 0
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=10)
+        if done:
+            return task.result()
+        waited += 10
+        log.warning("still writing %s after %ds", what, waited)
 
 
 async def _flush_until_acked(producer: Any) -> None:
@@ -159,14 +174,14 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             started = time.perf_counter()
             result = pipeline.process([_record(e) for e in events], tables, time.time_ns() // 1000)
             by_partition = {e.message.partition: e for e in events}
-            await outputs.send_input_side(result)
+            await _watched("dead letters and re-keyed input", outputs.send_input_side(result))
             store(result.states.items(), by_partition)
             for partition, seen in result.max_seen.items():
                 with _in_partition_of(by_partition[partition]):
                     watermarks[str(partition).encode()] = str(seen).encode()
-            await _flush_until_acked(app.producer)
-            await outputs.send_snapshots(result)
-            delivered = await outputs.send_outboxes(result)
+            await _watched("the changelog", _flush_until_acked(app.producer))
+            await _watched("redis", outputs.send_snapshots(result))
+            delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result))
             store(((cid, result.states[cid]) for cid in delivered), by_partition)
             outputs.observe(result)
             for event in events:
@@ -186,16 +201,45 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     async def send_sweep_ticks() -> None:
         """Ticks through Kafka, so each sweep runs in its partition's agent context."""
         actives = app.assignor.assigned_actives()
+        metrics.consumer_lag.clear()  # only partitions owned now: a revoked one must not linger
+        metrics.processed_lag.clear()
         for tp in actives:
             if tp.topic in inputs:
                 highwater = app.consumer.highwater(tp) or 0
-                processed = positions.get((tp.topic, tp.partition), highwater)
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - processed))
+                # Faust keeps the committed offsets it knows in a private mapping; no public API.
+                committed = app.consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
+                processed = positions.get((tp.topic, tp.partition), committed)
+                labels = (tp.topic, str(tp.partition))
+                metrics.consumer_lag.labels(*labels).set(max(0, highwater - committed))
+                metrics.processed_lag.labels(*labels).set(max(0, highwater - processed))
+                if (tp.topic, tp.partition) in positions:  # only where this worker has read before
+                    await heal_if_stalled(tp, processed, highwater)
         owned = [tp.partition for tp in actives if tp.topic == names.sweep]
         log.debug("sweep ticks partitions=%s", owned)
         for partition in owned:
             await sweep_topic.send(key=None, value=b"", partition=partition)
         outputs.update_lag()
+
+    progress: dict[Any, tuple[int, float]] = {}  # partition -> (processed offset, when it last moved)
+
+    async def heal_if_stalled(tp: Any, processed: int, highwater: int) -> None:
+        """Re-fetch a partition that has input waiting but made no progress for stall_seconds.
+        Safe because the core absorbs nothing twice; what it costs is a re-read."""
+        now = time.monotonic()
+        last = progress.get(tp)
+        if last is None or last[0] != processed or highwater <= processed:
+            progress[tp] = (processed, now)
+        elif now - last[1] > settings.stall_seconds:
+            log.warning(
+                "partition stalled topic=%s partition=%d offset=%d highwater=%d: re-fetching",
+                tp.topic,
+                tp.partition,
+                processed,
+                highwater,
+            )
+            metrics.stall_recoveries.labels(tp.topic).inc()
+            await app.consumer.seek(tp, processed)
+            progress[tp] = (processed, now)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal types want a sync handler
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:

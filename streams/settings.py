@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(2000, gt=0)
     batch_seconds: float = Field(0.2, gt=0)
     session_timeout_seconds: float = Field(30, gt=0)
+    # A partition with input waiting and no progress this long is re-fetched from its last
+    # processed offset (faust-streaming can stop delivering a partition after a restart).
+    stall_seconds: float = Field(20, gt=0)
     watch_list: tuple[str, ...] = Field(
         (), max_length=50, description="customers with their own metric series"
     )
