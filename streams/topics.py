@@ -56,12 +56,15 @@ async def ensure_topics(settings: Settings) -> list[str]:
             )
         missing = [t for t in copartitioned + outputs if t not in existing]
         compacted = {"cleanup.policy": "compact"}
-        await admin.create_topics(
-            [
-                NewTopic(t, settings.partitions, 1, topic_configs=compacted if t == names.customers else {})
-                for t in missing
-            ]
-        ) if missing else None
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        t, settings.partitions, 1, topic_configs=compacted if t == names.customers else {}
+                    )
+                    for t in missing
+                ]
+            )
         return missing
     finally:
         await admin.close()

@@ -201,66 +201,48 @@ class ScorerRun:
             await consumer.stop()
             await admin.close()
 
-    async def processed_everything(self) -> bool:
-        """True once the live workers report no input left to process (tierpulse_processed_lag),
-        for every input partition that holds anything."""
-        from aiokafka import TopicPartition
-
-        inputs = [self.topic(k) for k in ("orders", "tickets", "complaints", "customers", "rekeyed")]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(
-                [TopicPartition(t, p) for t in inputs for p in range(self.partitions)]
-            )
-        finally:
-            await consumer.stop()
-        reported: dict[tuple[str, str], float] = {}
+    def processed_lags(self) -> list[dict[str, float]]:
+        """Per live worker: 'topic/partition' -> tierpulse_processed_lag (the partitions it owns)."""
+        lags = []
         for port in self.ports:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
                     text = response.read().decode()
             except OSError:
-                continue
-            for partition, topic, value in re.findall(
-                r'tierpulse_processed_lag\{partition="(\d+)",topic="([^"]+)"\} (\S+)', text
-            ):
-                reported[(partition, topic)] = float(value)
-        needed = [(str(tp.partition), tp.topic) for tp, end in ends.items() if end > 0]
-        self.behind = {
-            f"{topic}/{partition}": reported.get((partition, topic))
-            for partition, topic in needed
-            if reported.get((partition, topic)) != 0
-        }
-        return not self.behind
-
-    def owned_partitions(self) -> list[set[str]]:
-        """Per live worker, the input partitions it owns now (from its lag gauges)."""
-        owned = []
-        for port in self.ports:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
-                    text = response.read().decode()
-            except OSError:
-                continue
-            owned.append(
-                {
-                    f"{t}/{p}"
-                    for p, t in re.findall(
-                        r'tierpulse_processed_lag\{partition="(\d+)",topic="([^"]+)"\}', text
-                    )
-                }
+                continue  # a killed worker
+            pattern = r'tierpulse_processed_lag\{partition="(\d+)",topic="([^"]+)"\} (\S+)'
+            lags.append(
+                {f"{topic}/{partition}": float(v) for partition, topic, v in re.findall(pattern, text)}
             )
-        return owned
+        return lags
 
-    def settled(self, workers: int) -> bool:
-        """True when ``workers`` live workers own disjoint shares of every input partition."""
-        owned = self.owned_partitions()
-        every = {
-            f"{self.topic(k)}/{p}"
+    def input_partitions(self) -> set[tuple[str, int]]:
+        return {
+            (self.topic(k), p)
             for k in ("orders", "tickets", "complaints", "customers", "rekeyed")
             for p in range(self.partitions)
         }
+
+    async def processed_everything(self) -> bool:
+        """True once the live workers report nothing left to process on any input partition
+        that holds anything."""
+        from aiokafka import TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets([TopicPartition(t, p) for t, p in self.input_partitions()])
+        finally:
+            await consumer.stop()
+        reported = {name: lag for worker in self.processed_lags() for name, lag in worker.items()}
+        needed = [f"{tp.topic}/{tp.partition}" for tp, end in ends.items() if end > 0]
+        self.behind = {name: reported.get(name) for name in needed if reported.get(name) != 0}
+        return not self.behind
+
+    def settled(self, workers: int) -> bool:
+        """True when ``workers`` live workers own disjoint shares of every input partition."""
+        owned = [set(worker) for worker in self.processed_lags()]
+        every = {f"{topic}/{partition}" for topic, partition in self.input_partitions()}
         return (
             len(owned) == workers
             and all(owned)
