@@ -198,8 +198,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
                 customers[customer_id.encode("utf-8")] = encoded
 
     @app.timer(interval=settings.sweep_interval_seconds / 2)
-    async def send_sweep_ticks() -> None:
-        """Ticks through Kafka, so each sweep runs in its partition's agent context."""
+    async def tick() -> None:
+        """The wall-clock sweep: lag gauges, re-fetching stalled partitions, and sweep ticks
+        sent through Kafka so that each sweep runs in its partition's agent context."""
         actives = app.assignor.assigned_actives()
         metrics.consumer_lag.clear()  # only partitions owned now: a revoked one must not linger
         metrics.processed_lag.clear()
