@@ -205,8 +205,8 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         metrics.consumer_lag.clear()  # only partitions owned now: a revoked one must not linger
         metrics.processed_lag.clear()
         for tp in actives:
-            if tp.topic in inputs:
-                highwater = app.consumer.highwater(tp) or 0
+            highwater = app.consumer.highwater(tp) if tp.topic in inputs else None
+            if highwater is not None:  # unknown right after an assignment: no number rather than a false 0
                 # Faust keeps the committed offsets it knows in a private mapping; no public API.
                 committed = app.consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
                 processed = positions.get((tp.topic, tp.partition), committed)

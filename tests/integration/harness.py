@@ -240,15 +240,24 @@ class ScorerRun:
         return not self.behind
 
     def settled(self, workers: int) -> bool:
-        """True when ``workers`` live workers own disjoint shares of every input partition."""
-        owned = [set(worker) for worker in self.processed_lags()]
-        every = {f"{topic}/{partition}" for topic, partition in self.input_partitions()}
-        return (
-            len(owned) == workers
-            and all(owned)
-            and set().union(*owned) == every
-            and sum(map(len, owned)) == len(every)
-        )
+        """True when ``workers`` workers own disjoint shares of every state partition (Faust's
+        /router/ view: each worker's URL and the table partitions it holds)."""
+        for port in self.ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/router/", timeout=3) as response:
+                    routes = json.load(response)
+            except OSError:
+                continue
+            shares = [
+                set(tables.get(f"{self.name}-customer-state-changelog", [])) for tables in routes.values()
+            ]
+            return (
+                len(shares) == workers
+                and all(shares)
+                and sum(map(len, shares)) == self.partitions
+                and set().union(*shares) == set(range(self.partitions))
+            )
+        return False
 
     async def finished(self, timeout: float = 180) -> dict[str, dict[str, str]]:
         """Wait until the workers processed every input and Redis is quiet; return the snapshots.
