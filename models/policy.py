@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -113,9 +113,21 @@ class Policy:
     default_segment: str
     segments: Mapping[str, SegmentSpec]
     alerts: tuple[AlertRule, ...]
+    # Resolved segments by profile: resolution runs on every evaluation, its result only
+    # depends on the profile, and distinct profiles are few.
+    _resolved: dict[frozenset[tuple[str, str]], SegmentPolicy] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def segment_for(self, profile: Mapping[str, str] | None) -> SegmentPolicy:
         """The effective segment policy for a customer profile (None: never seen)."""
+        key = frozenset((profile or {}).items())
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolved[key] = self._resolve_for(profile)
+        return resolved
+
+    def _resolve_for(self, profile: Mapping[str, str] | None) -> SegmentPolicy:
         overlays = sorted(
             (
                 (spec.priority, name)

@@ -74,30 +74,20 @@ def history(
             opened = at + timedelta(hours=rng.uniform(0, 24))
             if rng.random() < 0.35 and opened < end:
                 pending += _ticket_messages(c, rng, opened, end)
-            if c.behaviour == "complaining" and (at - start).total_seconds() / span > 0.75:
-                pending += [
+            flooding = c.behaviour == "complaining" and (at - start).total_seconds() / span > 0.75
+            if flooding or rng.random() < 0.03:
+                severity = rng.choice(["high", "critical"]) if flooding else "low"
+                pending.append(
                     _event(
                         Topic.COMPLAINTS,
                         c,
                         at,
                         rng,
                         complaint_id=_id(rng, "cmp"),
-                        severity=rng.choice(["high", "critical"]),
-                        category="quality",
+                        severity=severity,
+                        category="quality" if flooding else "billing",
                     )
-                ]
-            elif rng.random() < 0.03:
-                pending += [
-                    _event(
-                        Topic.COMPLAINTS,
-                        c,
-                        at,
-                        rng,
-                        complaint_id=_id(rng, "cmp"),
-                        severity="low",
-                        category="billing",
-                    )
-                ]
+                )
         if c.behaviour == "neglected":  # a P1 opened 45 minutes before the end, never answered
             opened = end - timedelta(minutes=45)
             pending.append(

@@ -221,13 +221,19 @@ class Pipeline:
         touched: dict[str, _Touched],
         result: BatchResult,
     ) -> CustomerState:
+        """The customer's state for this batch: touched already, stored, or new."""
         entry = touched.get(customer_id)
-        if entry is None:
-            self._adopt(partition, tables, result)
-            stored = tables.customer(customer_id)
-            state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
-            entry = touched[customer_id] = _Touched(state, partition, self._population_key(state))
-        return entry.state
+        if entry is not None:
+            return entry.state
+        self._adopt(partition, tables, result)
+        return self._touch(customer_id, partition, tables.customer(customer_id), touched)
+
+    def _touch(
+        self, customer_id: str, partition: int, stored: bytes | None, touched: dict[str, _Touched]
+    ) -> CustomerState:
+        state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
+        touched[customer_id] = _Touched(state, partition, self._population_key(state))
+        return state
 
     # ------------------------------------------------------------ evaluating
 
@@ -260,9 +266,11 @@ class Pipeline:
         if as_of is None:
             return
         for customer_id in self._schedule(partition).pop_due(as_of):
-            if customer_id not in touched and tables.customer(customer_id) is None:
-                continue  # gone since it was scheduled
-            self._load(customer_id, partition, tables, touched, result)
+            if customer_id not in touched:  # (scheduled means this partition is adopted already)
+                stored = tables.customer(customer_id)
+                if stored is None:
+                    continue  # gone since it was scheduled
+                self._touch(customer_id, partition, stored, touched)
             self._evaluate(customer_id, touched[customer_id], result, always_write=False)
 
     def _adopt(self, partition: int, tables: StateTables, result: BatchResult) -> None:

@@ -39,47 +39,45 @@ def _msg(
     return kind, customer.encode(), json.dumps(body, ensure_ascii=False).encode(), day
 
 
+def _order(
+    customer: str, day: int, n: list[int], *, amount: str, delivered: bool
+) -> list[tuple[str, bytes, bytes, float]]:
+    """An order placed on ``day``, promised for the next day, delivered half a day early or never."""
+    promise = _at(day + 1).isoformat()
+    placed = _msg(
+        "orders",
+        customer,
+        day,
+        n,
+        order_id=f"{customer}{day}",
+        type="placed",
+        amount=amount,
+        promised_at=promise,
+    )
+    if not delivered:
+        return [placed]
+    return [
+        placed,
+        _msg(
+            "orders",
+            customer,
+            day + 0.5,
+            n,
+            order_id=f"{customer}{day}",
+            type="delivered",
+            promised_at=promise,
+        ),
+    ]
+
+
 def _script() -> list[tuple[str, bytes, bytes, float]]:
     n = [0]
     events = [("customers", b"B", json.dumps({"customer_id": "B", "segment": "retail"}).encode(), 0.0)]
-    for day in range(10):  # A, B, C... good months start
+    for day in range(10):  # A and B: good months
         for customer in ("A", "B"):
-            events.append(
-                _msg(
-                    "orders",
-                    customer,
-                    day,
-                    n,
-                    order_id=f"{customer}{day}",
-                    type="placed",
-                    amount="100",
-                    promised_at=_at(day + 1).isoformat(),
-                )
-            )
-            events.append(
-                _msg(
-                    "orders",
-                    customer,
-                    day + 0.5,
-                    n,
-                    order_id=f"{customer}{day}",
-                    type="delivered",
-                    promised_at=_at(day + 1).isoformat(),
-                )
-            )
+            events += _order(customer, day, n, amount="100", delivered=True)
     for day in range(10, 22):  # A's deliveries stop: every later order is late once due
-        events.append(
-            _msg(
-                "orders",
-                "A",
-                day,
-                n,
-                order_id=f"A{day}",
-                type="placed",
-                amount="100",
-                promised_at=_at(day + 1).isoformat(),
-            )
-        )
+        events += _order("A", day, n, amount="100", delivered=False)
     for k in range(10):  # B: a burst of complaints
         events.append(
             _msg(
@@ -87,46 +85,13 @@ def _script() -> list[tuple[str, bytes, bytes, float]]:
             )
         )
     for day in range(5):  # C starts badly: late orders and complaints
-        events.append(
-            _msg(
-                "orders",
-                "C",
-                day,
-                n,
-                order_id=f"C{day}",
-                type="placed",
-                amount="50",
-                promised_at=_at(day + 1).isoformat(),
-            )
-        )
+        events += _order("C", day, n, amount="50", delivered=False)
     events += [
         _msg("complaints", "C", 1, n, complaint_id=f"C-c{k}", severity="low", category="billing")
         for k in range(2)
     ]
     for day in range(6, 16):  # ... then recovers
-        events.append(
-            _msg(
-                "orders",
-                "C",
-                day,
-                n,
-                order_id=f"C{day}",
-                type="placed",
-                amount="50",
-                promised_at=_at(day + 1).isoformat(),
-            )
-        )
-        events.append(
-            _msg(
-                "orders",
-                "C",
-                day + 0.5,
-                n,
-                order_id=f"C{day}",
-                type="delivered",
-                promised_at=_at(day + 1).isoformat(),
-            )
-        )
+        events += _order("C", day, n, amount="50", delivered=True)
     events.append(_msg("tickets", "客户-D", 20, n, ticket_id="T1", type="opened", priority="P1"))
     events.append(
         _msg(
