@@ -67,6 +67,10 @@ class Evaluation:
 
 
 def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
+    # Never back in time: a batch replayed after a crash between storing states and storing the
+    # partition's progress re-runs an older watermark over states that were already evaluated later.
+    if state.status.as_of is not None:
+        as_of = max(as_of, state.status.as_of)
     state.prune(as_of, window)
     segment = policy.segment_for(state.profile)
     kpis = state.kpis(as_of, window, segment.sla_us)

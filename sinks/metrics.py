@@ -88,6 +88,18 @@ class ScorerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.rewinds = Counter(
+            "tierpulse_input_rewinds",
+            "Input partitions re-fetched because a record came from past a skip (streams/positions.py)",
+            ["topic"],
+            registry=registry,
+        )
+        self.redelivered = Counter(
+            "tierpulse_input_redelivered",
+            "Input records delivered again after they were processed, and skipped",
+            ["topic"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "tierpulse_batch_size",
             "Messages per processed batch",

@@ -5,17 +5,19 @@ customers, re-keyed input, sweep ticks) in batches, hands each batch to the
 pipeline, then writes in this order — the order is what makes crashes safe:
 
 1. dead letters and re-keyed input to Kafka, awaited;
-2. customer states (each carrying an outbox of the outputs it decided) and
-   watermarks to the tables, and the producer flushed: the changelog has them;
-3. snapshots to Redis (before Kafka shows anything newer; a Redis that is down
+2. customer states (each carrying an outbox of the outputs it decided) to the
+   table, and the producer flushed: the changelog has them;
+3. each partition's progress (input positions, watermark) to its table, flushed:
+   only now does the batch count as processed (streams/positions.py);
+4. snapshots to Redis (before Kafka shows anything newer; a Redis that is down
    only delays them);
-4. the outboxes to ``customer-tier-changes`` and ``customer-alerts``, awaited;
-5. the emptied outboxes stored again.
+5. the outboxes to ``customer-tier-changes`` and ``customer-alerts``, awaited;
+6. the emptied outboxes stored again.
 
-A crash before 2 re-feeds the batch and nothing was emitted. A crash after 2
-restores states whose outboxes are sent again when the partition is adopted:
-the same ids, so a consumer de-duplicates, and never a change the stored state
-did not decide — the chain of tier changes stays consistent.
+A crash before 3 re-feeds the batch (the core absorbs nothing twice) and nothing
+was emitted. A crash after 2 restores states whose outboxes are sent again when
+the partition is adopted: the same ids, so a consumer de-duplicates, and never a
+change the stored state did not decide — the chain of tier changes stays consistent.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, TypeVar
 import faust
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # see _in_partition_of
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -45,6 +48,7 @@ from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
 from sinks.redis import RedisSnapshotSink
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
+from streams.positions import PartitionProgress
 from streams.settings import Settings
 
 log = logging.getLogger("tierpulse")
@@ -54,16 +58,16 @@ T = TypeVar("T")
 class FaustTables:
     """The pipeline's view of the two tables."""
 
-    def __init__(self, customers: Any, watermarks: Any, partitions: int) -> None:
-        self.customers, self.watermarks, self.partitions = customers, watermarks, partitions
+    def __init__(self, customers: Any, progress: Any, partitions: int) -> None:
+        self.customers, self.partition_progress, self.partitions = customers, progress, partitions
 
     def customer(self, customer_id: str) -> bytes | None:
         value = self.customers.get(customer_id.encode("utf-8"))
         return bytes(value) if value is not None else None
 
-    def max_seen(self, partition: int) -> int | None:
-        value = self.watermarks.get(str(partition).encode())
-        return int(value) if value is not None else None
+    def progress(self, partition: int) -> PartitionProgress | None:
+        value = self.partition_progress.get(str(partition).encode())
+        return PartitionProgress.from_bytes(bytes(value)) if value is not None else None
 
     def customers_in(self, partition: int) -> Iterable[tuple[str, bytes]]:
         for key, value in self.customers.items():
@@ -154,10 +158,11 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     )
     # A table's changelog codecs come from key_type/value_type (bytes: raw).
     customers = app.Table("customer-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    watermarks = app.Table("watermarks", key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    tables = FaustTables(customers, watermarks, settings.partitions)
+    progress = app.Table(
+        "partition-progress", key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    tables = FaustTables(customers, progress, settings.partitions)
     inputs = {names.orders, names.tickets, names.complaints, names.customers, names.rekeyed}
-    positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
     pipeline = Pipeline(
         policy,
         settings.window,
@@ -176,16 +181,16 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             by_partition = {e.message.partition: e for e in events}
             await _watched("dead letters and re-keyed input", outputs.send_input_side(result))
             store(result.states.items(), by_partition)
-            for partition, seen in result.max_seen.items():
-                with _in_partition_of(by_partition[partition]):
-                    watermarks[str(partition).encode()] = str(seen).encode()
             await _watched("the changelog", _flush_until_acked(app.producer))
+            for partition, reached in result.progress.items():
+                with _in_partition_of(by_partition[partition]):
+                    progress[str(partition).encode()] = reached.to_bytes()
+            await _watched("the changelog", _flush_until_acked(app.producer))
+            await rewind(result)
             await _watched("redis", outputs.send_snapshots(result))
             delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result))
             store(((cid, result.states[cid]) for cid in delivered), by_partition)
             outputs.observe(result)
-            for event in events:
-                positions[(event.message.topic, event.message.partition)] = event.message.offset + 1
             metrics.batch_size.observe(len(events))
             metrics.batch_seconds.observe(time.perf_counter() - started)
             yield None
@@ -196,6 +201,13 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             metrics.state_bytes.observe(len(encoded))
             with _in_partition_of(by_partition[partition]):
                 customers[customer_id.encode("utf-8")] = encoded
+
+    async def rewind(result: BatchResult) -> None:
+        for topic, n in result.redelivered.items():
+            metrics.redelivered.labels(topic).inc(n)
+        for (topic, partition), offset in result.rewinds.items():
+            metrics.rewinds.labels(topic).inc()
+            await app.consumer.seek(TP(topic, partition), offset)
 
     @app.timer(interval=settings.sweep_interval_seconds / 2)
     async def tick() -> None:
@@ -209,27 +221,27 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             if highwater is not None:  # unknown right after an assignment: no number rather than a false 0
                 # Faust keeps the committed offsets it knows in a private mapping; no public API.
                 committed = app.consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
-                processed = positions.get((tp.topic, tp.partition), committed)
+                position = pipeline.position((tp.topic, tp.partition), tables)
+                processed = committed if position is None else position
                 labels = (tp.topic, str(tp.partition))
                 metrics.consumer_lag.labels(*labels).set(max(0, highwater - committed))
                 metrics.processed_lag.labels(*labels).set(max(0, highwater - processed))
-                if (tp.topic, tp.partition) in positions:  # only where this worker has read before
-                    await heal_if_stalled(tp, processed, highwater)
+                await heal_if_stalled(tp, processed, highwater)
         owned = [tp.partition for tp in actives if tp.topic == names.sweep]
         log.debug("sweep ticks partitions=%s", owned)
         for partition in owned:
             await sweep_topic.send(key=None, value=b"", partition=partition)
         outputs.update_lag()
 
-    progress: dict[Any, tuple[int, float]] = {}  # partition -> (processed offset, when it last moved)
+    last_moved: dict[Any, tuple[int, float]] = {}  # partition -> (processed offset, when it last moved)
 
     async def heal_if_stalled(tp: Any, processed: int, highwater: int) -> None:
         """Re-fetch a partition that has input waiting but made no progress for stall_seconds.
-        Safe because the core absorbs nothing twice; what it costs is a re-read."""
+        Safe because records already processed are skipped; what it costs is a re-read."""
         now = time.monotonic()
-        last = progress.get(tp)
+        last = last_moved.get(tp)
         if last is None or last[0] != processed or highwater <= processed:
-            progress[tp] = (processed, now)
+            last_moved[tp] = (processed, now)
         elif now - last[1] > settings.stall_seconds:
             log.warning(
                 "partition stalled topic=%s partition=%d offset=%d highwater=%d: re-fetching",
@@ -240,11 +252,11 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             )
             metrics.stall_recoveries.labels(tp.topic).inc()
             await app.consumer.seek(tp, processed)
-            progress[tp] = (processed, now)
+            last_moved[tp] = (processed, now)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal types want a sync handler
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
-        pipeline.forget({tp.partition for tp in revoked if tp.topic == names.sweep})
+        pipeline.forget({tp.partition for tp in revoked if tp.topic in inputs or tp.topic == names.sweep})
         outputs.update_population()
 
     @app.task

@@ -24,6 +24,7 @@ from models.policy import Policy
 from models.schedule import DueSchedule
 from models.state import CustomerState, Outcome
 from models.tiering import UNRATED
+from streams.positions import InputPositions, PartitionProgress, TopicPartition, Verdict
 
 log = logging.getLogger("tierpulse.pipeline")
 KIND_HEADER = "tierpulse-kind"
@@ -47,7 +48,7 @@ class StateTables(Protocol):
 
     def customer(self, customer_id: str) -> bytes | None: ...
 
-    def max_seen(self, partition: int) -> int | None: ...
+    def progress(self, partition: int) -> PartitionProgress | None: ...
 
     def customers_in(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
 
@@ -68,7 +69,9 @@ class BatchResult:
     states: dict[str, tuple[int, CustomerState]] = field(
         default_factory=dict
     )  # to store: customer -> (partition, state)
-    max_seen: dict[int, int] = field(default_factory=dict)  # partitions whose watermark moved
+    progress: dict[int, PartitionProgress] = field(default_factory=dict)  # to store, after the states
+    rewinds: dict[TopicPartition, int] = field(default_factory=dict)  # input to re-fetch from an offset
+    redelivered: Tally[str] = field(default_factory=Tally)  # records processed before, skipped, by topic
     outcomes: Tally[tuple[str, str]] = field(default_factory=Tally)
     population_changed: bool = False
 
@@ -99,6 +102,7 @@ class Pipeline:
         self.lateness_us, self.max_future_skew_us = lateness_us, max_future_skew_us
         self.max_event_bytes = max_event_bytes
         self._max_seen: dict[int, int] = {}
+        self._positions = InputPositions()
         self._schedules: dict[int, DueSchedule] = {}
         self.population: dict[int, Tally[tuple[str, str]]] = {}
 
@@ -107,21 +111,33 @@ class Pipeline:
         seen = self._max_seen.get(partition)
         return None if seen is None else seen - self.lateness_us
 
-    def forget(self, partitions: Iterable[int]) -> None:
+    def position(self, tp: TopicPartition, tables: StateTables) -> int | None:
+        """The next offset to process on an input partition, if any was ever processed."""
+        if tp[1] in self._schedules:
+            return self._positions.next_offset(tp)
+        stored = tables.progress(tp[1])
+        return None if stored is None else stored.next_offsets.get(tp[0])
+
+    def forget(self, partitions: set[int]) -> None:
         """Partitions moved to another worker: drop what this process kept for them."""
         for partition in partitions:
             self._max_seen.pop(partition, None)
             self._schedules.pop(partition, None)
             self.population.pop(partition, None)
+        self._positions.forget(set(partitions))
 
     def process(self, records: list[Record], tables: StateTables, now_us: int) -> BatchResult:
         result = BatchResult()
         touched: dict[str, _Touched] = {}
         sweeps: set[int] = set()
+        progressed: set[int] = set()
         for record in records:
             if record.topic == self.routing.sweep:
                 sweeps.add(record.partition)
                 continue
+            if not self._in_order(record, tables, result):
+                continue
+            progressed.add(record.partition)
             before = self.as_of(record.partition)
             customer_id = self._route(record, tables, now_us, touched, result)
             if customer_id is not None:
@@ -135,7 +151,35 @@ class Pipeline:
         for partition in sweeps:
             self._adopt(partition, tables, result)
             self._evaluate_due(partition, tables, touched, result)
+        for partition in progressed:
+            result.progress[partition] = PartitionProgress(
+                self._max_seen.get(partition), self._positions.of_partition(partition)
+            )
         return result
+
+    def _in_order(self, record: Record, tables: StateTables, result: BatchResult) -> bool:
+        """Whether the record is the next one of its input partition (streams/positions.py);
+        records past a skip are left for the re-fetch, and so is the rest of the batch there."""
+        self._adopt(record.partition, tables, result)
+        tp = (record.topic, record.partition)
+        if tp in result.rewinds:
+            return False
+        verdict = self._positions.check(tp, record.offset)
+        if verdict is Verdict.REDELIVERED:
+            result.redelivered[record.topic] += 1
+            return False
+        if verdict is Verdict.AHEAD:
+            result.rewinds[tp] = self._positions.next_offset(tp) or 0
+            log.warning(
+                "input skipped ahead topic=%s partition=%d offset=%d expected=%d: re-fetching",
+                record.topic,
+                record.partition,
+                record.offset,
+                result.rewinds[tp],
+            )
+            return False
+        self._positions.advance(tp, record.offset)
+        return True
 
     # ------------------------------------------------------------ routing
 
@@ -193,7 +237,7 @@ class Pipeline:
         result.outcomes[(kind.value, outcome.value)] += 1
         occurred = parsed.occurred_us
         if occurred > self._max_seen.get(record.partition, occurred - 1):
-            self._max_seen[record.partition] = result.max_seen[record.partition] = occurred
+            self._max_seen[record.partition] = occurred
         return parsed.customer_id
 
     def _kind_of(self, record: Record) -> tuple[Topic | None, tuple[str, int, int]]:
@@ -279,9 +323,11 @@ class Pipeline:
         delivered (once; its cost is one read of the partition's states)."""
         if partition in self._schedules:
             return
-        seen = tables.max_seen(partition)
-        if seen is not None:
-            self._max_seen[partition] = seen
+        reached = tables.progress(partition)
+        if reached is not None:
+            if reached.max_seen is not None:
+                self._max_seen[partition] = reached.max_seen
+            self._positions.adopt(partition, reached.next_offsets)
         schedule, tally = self._schedule(partition), self.population.setdefault(partition, Tally())
         as_of = self.as_of(partition)
         for customer_id, stored in tables.customers_in(partition):

@@ -10,6 +10,7 @@ from models.event_time import MICROS_PER_DAY, Window
 from models.events import Topic
 from models.policy import load_policy
 from streams.pipeline import KIND_HEADER, ORIGIN_HEADER, BatchResult, Pipeline, Record, Routing
+from streams.positions import PartitionProgress
 from tests.unit.builders import at, us
 
 KINDS = {
@@ -23,20 +24,21 @@ KINDS = {
 class DictTables:
     def __init__(self) -> None:
         self.states: dict[str, bytes] = {}
-        self.seen: dict[int, int] = {}
+        self.reached: dict[int, PartitionProgress] = {}
 
     def customer(self, customer_id: str) -> bytes | None:
         return self.states.get(customer_id)
 
-    def max_seen(self, partition: int) -> int | None:
-        return self.seen.get(partition)
+    def progress(self, partition: int) -> PartitionProgress | None:
+        return self.reached.get(partition)
 
     def customers_in(self, partition: int) -> Iterable[tuple[str, bytes]]:
         return list(self.states.items())
 
-    def store(self, result: BatchResult) -> None:
+    def store(self, result: BatchResult, *, progress: bool = True) -> None:
         self.states.update({cid: state.to_bytes() for cid, (_, state) in result.states.items()})
-        self.seen.update(result.max_seen)
+        if progress:  # as the worker does: only after the states
+            self.reached.update(result.progress)
 
 
 def pipeline() -> Pipeline:
@@ -116,19 +118,47 @@ def test_profiles_and_tombstones_choose_the_segment() -> None:
     assert result.evaluations[-1].snapshot.segment == "standard"
 
 
-def test_a_replayed_batch_changes_nothing_and_emits_nothing_new() -> None:
+def test_a_batch_replayed_after_its_states_but_not_its_progress_were_stored_changes_nothing() -> None:
     tables, scorer = DictTables(), pipeline()
     batch = [Record("orders", 0, n, b"c1", order("c1", n, day=n)) for n in range(1, 6)]
     first = scorer.process(batch, tables, us(9))
-    tables.store(first)
-    stored = dict(tables.states)
     for _, (_, state) in first.states.items():
         state.status.outbox.clear()
-    tables.store(first)
+    tables.store(first, progress=False)  # the worker died between the two flushes
+    stored = dict(tables.states)
     again = pipeline().process(batch, tables, us(9))  # a restarted worker is re-fed the batch
     assert again.outcomes == {("orders", "duplicate"): 5}
     assert all(not state.status.outbox for _, (_, state) in again.states.items())
     assert stored.keys() == tables.states.keys()
+    assert again.progress[0].next_offsets == {"orders": 6}
+
+
+def test_records_already_processed_are_skipped_and_a_skip_ahead_asks_for_a_re_fetch() -> None:
+    tables, scorer = DictTables(), pipeline()
+    tables.store(
+        scorer.process([Record("orders", 0, n, b"c1", order("c1", n)) for n in range(3)], tables, us(9))
+    )
+    restarted = pipeline()  # Faust delivers from past offset 3 (a prefetched record), then 1-2 again
+    ahead = restarted.process([Record("orders", 0, n, b"c1", order("c1", n)) for n in (7, 8)], tables, us(9))
+    assert ahead.rewinds == {("orders", 0): 3} and not ahead.outcomes and not ahead.evaluations
+    assert ahead.progress == {}  # nothing processed: nothing to store
+    again = restarted.process(
+        [Record("orders", 0, n, b"c1", order("c1", n)) for n in range(1, 9)], tables, us(9)
+    )
+    assert again.redelivered == {"orders": 2} and again.rewinds == {}
+    assert again.outcomes == {("orders", "accepted"): 6}
+    assert again.progress[0] == PartitionProgress(again.progress[0].max_seen, {"orders": 9})
+
+
+def test_a_real_hole_in_the_offsets_is_accepted_after_one_re_fetch() -> None:
+    tables, scorer = DictTables(), pipeline()
+    tables.store(scorer.process([Record("customers", 0, 0, b"c1", b'{"customer_id": "c1"}')], tables, us(9)))
+    first = scorer.process([Record("orders", 0, 0, b"c1", order("c1", 0))], tables, us(9))
+    assert first.rewinds == {} and first.progress[0].next_offsets == {"customers": 1, "orders": 1}
+    compacted = [Record("customers", 0, 5, b"c1", b'{"customer_id": "c1", "segment": "key_account"}')]
+    assert scorer.process(compacted, tables, us(9)).rewinds == {("customers", 0): 1}
+    refetched = scorer.process(compacted, tables, us(9))  # the same record comes first again: 1-4 are gone
+    assert refetched.rewinds == {} and refetched.outcomes == {("customers", "accepted"): 1}
 
 
 def test_the_watermark_passing_a_deadline_evaluates_that_customer_at_once() -> None:
