@@ -105,7 +105,7 @@ def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -
     status.fingerprint = fingerprint
     status.outbox += [[TIER_CHANGES, tier_change_body(change)]] if change is not None else []
     status.outbox += [[ALERTS, alert_body(alert)] for alert in alerts]
-    due = next_due(state, policy, segment, window, as_of)
+    due = next_due(state, policy, segment, window, as_of, kpis)
     return Evaluation(snapshot, change, tuple(alerts), changed, due)
 
 

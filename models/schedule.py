@@ -1,28 +1,36 @@
 """When each customer must be looked at again, so the sweep touches only what is due.
 
 A customer's KPIs change without any new event of its own only at known instants
-(a promise or SLA deadline passing, a bucket leaving the window, the next 0.01
-day of days_since_last_order). ``next_due`` finds the earliest; ``DueSchedule``
-hands back the customers whose instant the watermark has reached. The sweep's
-cost is the number of customers due, not the number of customers.
+(a promise or SLA deadline passing, a bucket leaving the window) — and every
+0.01 day through days_since_last_order, which is why that one is not scheduled
+step by step but at the first step that changes the tier or an alert.
+``next_due`` finds the earliest; ``DueSchedule`` hands back the customers whose
+instant the watermark has reached. The sweep's cost is the number of customers
+due, not the number of customers.
 """
 
 from __future__ import annotations
 
 import heapq
+from dataclasses import replace
+from decimal import Decimal
 
+from models.alerts import conditions
 from models.event_time import MICROS_PER_DAY, Window
+from models.kpis import KpiName, Kpis
 from models.policy import Policy, SegmentPolicy
 from models.state import CustomerState
+from models.tiering import UNRATED, composite_score, next_tier
 
 _STEP = MICROS_PER_DAY // 100  # days_since_last_order has two decimals
 _HALF_STEP = _STEP // 2
 
 
 def next_due(
-    state: CustomerState, policy: Policy, segment: SegmentPolicy, window: Window, as_of: int
+    state: CustomerState, policy: Policy, segment: SegmentPolicy, window: Window, as_of: int, kpis: Kpis
 ) -> int | None:
-    """The earliest instant after ``as_of`` at which an evaluation could differ."""
+    """The earliest instant after ``as_of`` at which an evaluation could differ (``kpis``: as of
+    ``as_of``, just evaluated)."""
     candidates: list[int] = []
     span = window.buckets * window.bucket_us
 
@@ -47,14 +55,77 @@ def next_due(
             if ticket.first_response_us is None:
                 deadline = ticket.opened_us + segment.sla_us[ticket.priority]
                 candidates += [deadline, *(deadline - lead for lead in leads)]
+                if leads and ticket.resolved_us is None:  # pruned then: its open-ticket alert resolves
+                    candidates.append(
+                        (ticket.last_us // window.bucket_us + 2 * window.buckets) * window.bucket_us
+                    )
         if ticket.resolved_us is not None:
             leaves_window(ticket.resolved_us)
     for occurred in state.complaints.values():
         leaves_window(occurred)
-    if latest_placed is not None:
-        steps = (as_of - latest_placed - _HALF_STEP) // _STEP + 1
-        candidates.append(latest_placed + _HALF_STEP + steps * _STEP)
-    return min((c for c in candidates if c > as_of), default=None)
+    due = min((c for c in candidates if c > as_of), default=None)
+    if latest_placed is None:
+        return due
+    recency = _recency_due(state, policy, segment, kpis, latest_placed, as_of, due)
+    return due if recency is None else recency
+
+
+def _recency_due(
+    state: CustomerState,
+    policy: Policy,
+    segment: SegmentPolicy,
+    kpis: Kpis,
+    latest_placed: int,
+    as_of: int,
+    before: int | None,
+) -> int | None:
+    """The first instant in (as_of, before) at which days_since_last_order alone changes the tier
+    or the alerts that hold; None if it does not.
+
+    Nothing else changes before ``before``, and each part of the decision is monotone in
+    days_since_last_order (a clamped linear score, thresholds), so "differs from now" turns
+    true at most once: a binary search over the 0.01-day steps finds where."""
+    horizon = _recency_horizon(policy, segment)
+    if horizon is None:
+        return None
+    # At step k, latest_placed + half a step + k steps, the value rounds up to (k + 1) / 100 days.
+    first = (as_of - latest_placed - _HALF_STEP) // _STEP + 1
+    last = int(horizon * 100)  # beyond it the value changes nothing
+    if before is not None:
+        last = min(last, (before - 1 - latest_placed - _HALF_STEP) // _STEP)
+    tier = state.status.tier
+    holding = set(state.status.alerts)
+
+    def differs(step: int) -> bool:
+        trial = replace(kpis, days_since_last_order=Decimal(step + 1) / 100)
+        score = composite_score(trial, segment).composite
+        if score is not None and next_tier(tier, score, segment) != tier:
+            return True
+        instant = latest_placed + _HALF_STEP + step * _STEP
+        now = conditions(policy.alerts, state, trial, tier or UNRATED, segment, instant)
+        return {condition.key for condition in now} != holding
+
+    if last < first or not differs(last):
+        return None
+    while first < last:
+        middle = (first + last) // 2
+        if differs(middle):
+            last = middle
+        else:
+            first = middle + 1
+    return latest_placed + _HALF_STEP + first * _STEP
+
+
+def _recency_horizon(policy: Policy, segment: SegmentPolicy) -> float | None:
+    """The largest days_since_last_order at which its score or an alert on it can still change."""
+    name: KpiName = "days_since_last_order"
+    marks = []
+    if segment.weights.get(name, 0.0) > 0:
+        marks += [segment.thresholds[name].good, segment.thresholds[name].bad]
+    for rule in policy.alerts:
+        if rule.kpi is not None and rule.kpi.name == name:
+            marks += [m for m in (rule.kpi.below, rule.kpi.above) if m is not None]
+    return max(marks) if marks else None
 
 
 class DueSchedule:
