@@ -32,11 +32,7 @@ def next_due(
     """The earliest instant after ``as_of`` at which an evaluation could differ (``kpis``: as of
     ``as_of``, just evaluated)."""
     candidates: list[int] = []
-    span = window.buckets * window.bucket_us
-
-    def leaves_window(instant: int) -> None:
-        candidates.append((instant // window.bucket_us) * window.bucket_us + span)
-
+    counted: list[int] = []  # instants that count in a KPI while their bucket is in the window
     latest_placed = max((t for _, t in state.placed_history), default=None)
     for order in state.orders.values():
         if order.cancelled:
@@ -44,25 +40,28 @@ def next_due(
         promised = order.promised_us
         if promised is not None:
             candidates.append(promised)
-            leaves_window(promised)
+            counted.append(promised)
         if order.placed_us is not None:
-            leaves_window(order.placed_us)
+            counted.append(order.placed_us)
             latest_placed = order.placed_us if latest_placed is None else max(latest_placed, order.placed_us)
     leads = [round(r.ticket.minutes_before_deadline * 60_000_000) for r in policy.alerts if r.ticket]
+    bucket_us = window.bucket_us
     for ticket in state.tickets.values():
         if ticket.opened_us is not None:
-            leaves_window(ticket.opened_us)
+            counted.append(ticket.opened_us)
             if ticket.first_response_us is None:
                 deadline = ticket.opened_us + segment.sla_us[ticket.priority]
                 candidates += [deadline, *(deadline - lead for lead in leads)]
                 if leads and ticket.resolved_us is None:  # pruned then: its open-ticket alert resolves
-                    candidates.append(
-                        (ticket.last_us // window.bucket_us + 2 * window.buckets) * window.bucket_us
-                    )
+                    candidates.append((ticket.last_us // bucket_us + 2 * window.buckets) * bucket_us)
         if ticket.resolved_us is not None:
-            leaves_window(ticket.resolved_us)
-    for occurred in state.complaints.values():
-        leaves_window(occurred)
+            counted.append(ticket.resolved_us)
+    counted += state.complaints.values()
+    # Of the counted instants still in the window, the earliest leaves it first.
+    low = window.first_bucket(as_of) * bucket_us
+    earliest = min((t for t in counted if t >= low), default=None)
+    if earliest is not None:
+        candidates.append((earliest // bucket_us + window.buckets) * bucket_us)
     due = min((c for c in candidates if c > as_of), default=None)
     if latest_placed is None:
         return due

@@ -102,6 +102,9 @@ class CustomerState:
     seen: dict[int, int] = field(default_factory=dict)  # event_id hash -> bucket
     placed_history: list[tuple[int, int]] = field(default_factory=list)  # (order hash, placed_us)
     status: TierStatus = field(default_factory=TierStatus)
+    # Not stored: prune's outcome depends only on the window's first bucket (absorbed records are
+    # never retired), so a second prune within the same bucket has nothing to do.
+    pruned_for: int | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ absorbing
 
@@ -252,6 +255,9 @@ class CustomerState:
         cancelled after day 1 has left the window. Event ids go at the window's
         edge: a re-sent event older than that is late anyway."""
         retired, first = window.is_retired, window.first_bucket(as_of)
+        if first == self.pruned_for:
+            return
+        self.pruned_for = first
         for key, order in list(self.orders.items()):
             if retired(order.last_us, as_of):
                 del self.orders[key]
