@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(65_536, gt=0)
     sweep_interval_seconds: float = Field(60, gt=0)
     batch_size: int = Field(2000, gt=0)
-    batch_seconds: float = Field(0.2, gt=0)
+    # The longest a quiet stream waits to fill a batch: it is a floor under latency.
+    batch_seconds: float = Field(0.05, gt=0)
     session_timeout_seconds: float = Field(30, gt=0)
     # A partition with input waiting and no progress this long is re-fetched from its last
     # processed offset (faust-streaming can stop delivering a partition after a restart).

@@ -240,7 +240,7 @@ async def run_all(customers: int, days: float) -> dict[str, Any]:
         partitions=4,
         store="rocksdb://",
     )
-    run.extra_env.update({"TIERPULSE_SESSION_TIMEOUT_SECONDS": "10", "TIERPULSE_BATCH_SECONDS": "0.2"})
+    run.extra_env.update({"TIERPULSE_SESSION_TIMEOUT_SECONDS": "10"})
     try:
         from streams.topics import ensure_topics
 

@@ -79,7 +79,6 @@ class ScorerRun:
             "TIERPULSE_SWEEP_INTERVAL_SECONDS": "2",
             "TIERPULSE_SESSION_TIMEOUT_SECONDS": "6",
             "TIERPULSE_STALL_SECONDS": "8",
-            "TIERPULSE_BATCH_SECONDS": "0.05",
             "TIERPULSE_LOG_LEVEL": "info",
             **{f"TIERPULSE_TOPICS__{t.upper()}": self.topic(t) for t in TOPIC_KINDS},
             **self.extra_env,
