@@ -63,7 +63,8 @@ class Evaluation:
     change: TierDecision | None
     alerts: tuple[AlertEvent, ...]
     changed: bool  # the snapshot's content (all but as_of) differs from the last evaluation's
-    due: int | None  # when this customer must be evaluated again without new events
+    due: int | None  # when the tier or alerts could change without new events: evaluate then
+    refresh: int | None  # when the snapshot's days_since_last_order changes: evaluate by the sweep
 
 
 def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
@@ -105,8 +106,8 @@ def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -
     status.fingerprint = fingerprint
     status.outbox += [[TIER_CHANGES, tier_change_body(change)]] if change is not None else []
     status.outbox += [[ALERTS, alert_body(alert)] for alert in alerts]
-    due = next_due(state, policy, segment, window, as_of, kpis)
-    return Evaluation(snapshot, change, tuple(alerts), changed, due)
+    due, refresh = next_due(state, policy, segment, window, as_of, kpis)
+    return Evaluation(snapshot, change, tuple(alerts), changed, due, refresh)
 
 
 def current_snapshot(state: CustomerState, policy: Policy, window: Window) -> Snapshot | None:

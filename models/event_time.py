@@ -51,6 +51,11 @@ class Window:
         last = as_of // self.bucket_us
         return last - self.buckets < bucket <= last
 
+    def bounds(self, as_of: int) -> tuple[int, int]:
+        """[start, end) of the window as of T: ``contains`` as two comparisons, for hot loops."""
+        last = as_of // self.bucket_us
+        return (last - self.buckets + 1) * self.bucket_us, (last + 1) * self.bucket_us
+
     def is_retired(self, micros: int, as_of: int) -> bool:
         """More than one window older than the window: an entity (order, ticket) whose
         latest instant is this old can no longer receive an event that is not late,

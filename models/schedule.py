@@ -2,11 +2,14 @@
 
 A customer's KPIs change without any new event of its own only at known instants
 (a promise or SLA deadline passing, a bucket leaving the window) — and every
-0.01 day through days_since_last_order, which is why that one is not scheduled
-step by step but at the first step that changes the tier or an alert.
-``next_due`` finds the earliest; ``DueSchedule`` hands back the customers whose
-instant the watermark has reached. The sweep's cost is the number of customers
-due, not the number of customers.
+0.01 day through days_since_last_order. ``next_due`` finds two instants: when a
+*decision* (tier, alerts) could change — for days_since_last_order the first
+step that changes one, evaluated as soon as the watermark passes it — and the
+next step of days_since_last_order, when only the *snapshot* shows a new value;
+that refresh waits for the wall-clock sweep (contract §3: at least every
+sweep_interval), so a replay racing through event time does not pay for every
+step. ``DueSchedule`` hands back the customers whose instant the watermark has
+reached: the sweep's cost is the number of customers due, not of customers.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ _HALF_STEP = _STEP // 2
 
 def next_due(
     state: CustomerState, policy: Policy, segment: SegmentPolicy, window: Window, as_of: int, kpis: Kpis
-) -> int | None:
-    """The earliest instant after ``as_of`` at which an evaluation could differ (``kpis``: as of
-    ``as_of``, just evaluated)."""
+) -> tuple[int | None, int | None]:
+    """(decision, refresh): the earliest instant after ``as_of`` at which the tier or the alerts
+    could change, and the next at which days_since_last_order shows a new value (``kpis``: as
+    of ``as_of``, just evaluated)."""
     candidates: list[int] = []
     counted: list[int] = []  # instants that count in a KPI while their bucket is in the window
     latest_placed = max((t for _, t in state.placed_history), default=None)
@@ -64,9 +68,10 @@ def next_due(
         candidates.append((earliest // bucket_us + window.buckets) * bucket_us)
     due = min((c for c in candidates if c > as_of), default=None)
     if latest_placed is None:
-        return due
+        return due, None
     recency = _recency_due(state, policy, segment, kpis, latest_placed, as_of, due)
-    return due if recency is None else recency
+    refresh = latest_placed + _HALF_STEP + ((as_of - latest_placed - _HALF_STEP) // _STEP + 1) * _STEP
+    return (due if recency is None else recency), refresh
 
 
 def _recency_due(

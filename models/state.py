@@ -187,7 +187,7 @@ class CustomerState:
 
     def kpis(self, as_of: int, window: Window, sla_us: tuple[int, int, int, int]) -> Kpis:
         """Every KPI of contract §3 as of ``as_of`` (T). Pure: reads the state only."""
-        inside = window.contains
+        start, end = window.bounds(as_of)  # t is in the window when start <= t < end
         revenue, order_count, on_time, due = Decimal(0), 0, 0, 0
         latest_placed = max((t for _, t in self.placed_history), default=None)
         for order in self.orders.values():
@@ -197,11 +197,11 @@ class CustomerState:
                 latest_placed = (
                     order.placed_us if latest_placed is None else max(latest_placed, order.placed_us)
                 )
-                if inside(order.placed_us, as_of):
+                if start <= order.placed_us < end:
                     revenue += order.amount or 0
                     order_count += 1
             promised = order.promised_us
-            if promised is not None and promised <= as_of and inside(promised, as_of):
+            if promised is not None and start <= promised <= as_of:
                 due += 1
                 on_time += order.delivered_us is not None and order.delivered_us <= promised
         response_sum, responded, sla_met, sla_counted, rating_sum, rated = 0, 0, 0, 0, 0, 0
@@ -209,11 +209,11 @@ class CustomerState:
             if (
                 ticket.resolved_us is not None
                 and ticket.satisfaction is not None
-                and inside(ticket.resolved_us, as_of)
+                and start <= ticket.resolved_us < end
             ):
                 rating_sum += ticket.satisfaction
                 rated += 1
-            if ticket.opened_us is None or not inside(ticket.opened_us, as_of):
+            if ticket.opened_us is None or not start <= ticket.opened_us < end:
                 continue
             deadline = ticket.opened_us + sla_us[ticket.priority]
             answered = ticket.first_response_us
@@ -223,7 +223,7 @@ class CustomerState:
             if answered is not None or deadline <= as_of:
                 sla_counted += 1
                 sla_met += answered is not None and answered <= deadline
-        complaints = sum(1 for occurred in self.complaints.values() if inside(occurred, as_of))
+        complaints = sum(1 for occurred in self.complaints.values() if start <= occurred < end)
         return Kpis(
             revenue=revenue,
             order_count=order_count,

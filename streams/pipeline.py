@@ -104,6 +104,7 @@ class Pipeline:
         self._max_seen: dict[int, int] = {}
         self._positions = InputPositions()
         self._schedules: dict[int, DueSchedule] = {}
+        self._refreshes: dict[int, DueSchedule] = {}  # snapshot-only changes, for the sweep
         self.population: dict[int, Tally[tuple[str, str]]] = {}
 
     def as_of(self, partition: int) -> int | None:
@@ -123,6 +124,7 @@ class Pipeline:
         for partition in partitions:
             self._max_seen.pop(partition, None)
             self._schedules.pop(partition, None)
+            self._refreshes.pop(partition, None)
             self.population.pop(partition, None)
         self._positions.forget(set(partitions))
 
@@ -151,6 +153,7 @@ class Pipeline:
         for partition in sweeps:
             self._adopt(partition, tables, result)
             self._evaluate_due(partition, tables, touched, result)
+            self._evaluate_due(partition, tables, touched, result, self._refreshes)
         for partition in progressed:
             result.progress[partition] = PartitionProgress(
                 self._max_seen.get(partition), self._positions.of_partition(partition)
@@ -290,6 +293,7 @@ class Pipeline:
             return
         evaluation = evaluate(entry.state, self.policy, self.window, as_of)
         self._schedule(entry.partition).set(customer_id, evaluation.due)
+        self._refreshes.setdefault(entry.partition, DueSchedule()).set(customer_id, evaluation.refresh)
         result.evaluations.append(evaluation)
         if evaluation.changed or always_write:
             result.snapshots[customer_id] = evaluation.snapshot
@@ -304,12 +308,18 @@ class Pipeline:
             result.population_changed = True
 
     def _evaluate_due(
-        self, partition: int, tables: StateTables, touched: dict[str, _Touched], result: BatchResult
+        self,
+        partition: int,
+        tables: StateTables,
+        touched: dict[str, _Touched],
+        result: BatchResult,
+        schedules: dict[int, DueSchedule] | None = None,
     ) -> None:
         as_of = self.as_of(partition)
-        if as_of is None:
+        schedule = (self._schedules if schedules is None else schedules).get(partition)
+        if as_of is None or schedule is None:
             return
-        for customer_id in self._schedule(partition).pop_due(as_of):
+        for customer_id in schedule.pop_due(as_of):
             if customer_id not in touched:  # (scheduled means this partition is adopted already)
                 stored = tables.customer(customer_id)
                 if stored is None:
