@@ -154,10 +154,11 @@ class DueSchedule:
             self._heap = [(d, c) for c, d in self._due.items()]
             heapq.heapify(self._heap)
 
-    def pop_due(self, as_of: int) -> list[str]:
-        """Customers due at or before ``as_of``; they leave the schedule until set again."""
-        due = []
-        while self._heap and self._heap[0][0] <= as_of:
+    def pop_due(self, as_of: int, limit: int | None = None) -> list[str]:
+        """Customers due at or before ``as_of`` (at most ``limit``, earliest first); they leave
+        the schedule until set again."""
+        due: list[str] = []
+        while self._heap and self._heap[0][0] <= as_of and (limit is None or len(due) < limit):
             instant, customer_id = heapq.heappop(self._heap)
             if self._due.get(customer_id) == instant:
                 del self._due[customer_id]

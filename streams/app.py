@@ -135,6 +135,10 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        # A batch writes hundreds of states of a few KB each to the changelog; with the 16 KB
+        # default they go out a few per request, one request in flight per partition.
+        # (Below the broker's default message.max.bytes of 1 MB.)
+        producer_max_batch_size=512 * 1024,
         logging_config=None,
     )
 

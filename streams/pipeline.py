@@ -27,6 +27,9 @@ from models.tiering import UNRATED
 from streams.positions import InputPositions, PartitionProgress, TopicPartition, Verdict
 
 log = logging.getLogger("tierpulse.pipeline")
+# Snapshot refreshes (streams: the sweep) done in one batch that also carries input: after a
+# replay every customer is due one, and doing them all at once would stall the live events.
+REFRESHES_PER_BUSY_BATCH = 64
 KIND_HEADER = "tierpulse-kind"
 ORIGIN_HEADER = "tierpulse-origin"  # topic/partition/offset of the message before re-keying
 
@@ -105,6 +108,7 @@ class Pipeline:
         self._positions = InputPositions()
         self._schedules: dict[int, DueSchedule] = {}
         self._refreshes: dict[int, DueSchedule] = {}  # snapshot-only changes, for the sweep
+        self._refreshing: set[int] = set()  # partitions whose sweep has refreshes left to do
         self.population: dict[int, Tally[tuple[str, str]]] = {}
 
     def as_of(self, partition: int) -> int | None:
@@ -125,6 +129,7 @@ class Pipeline:
             self._max_seen.pop(partition, None)
             self._schedules.pop(partition, None)
             self._refreshes.pop(partition, None)
+            self._refreshing.discard(partition)
             self.population.pop(partition, None)
         self._positions.forget(set(partitions))
 
@@ -153,7 +158,15 @@ class Pipeline:
         for partition in sweeps:
             self._adopt(partition, tables, result)
             self._evaluate_due(partition, tables, touched, result)
-            self._evaluate_due(partition, tables, touched, result, self._refreshes)
+            self._refreshing.add(partition)
+        budget = REFRESHES_PER_BUSY_BATCH if progressed else None
+        for partition in sorted(self._refreshing):
+            left = self._evaluate_due(partition, tables, touched, result, self._refreshes, budget)
+            if left is None or left > 0:
+                self._refreshing.discard(partition)
+                budget = left
+            else:
+                break
         for partition in progressed:
             result.progress[partition] = PartitionProgress(
                 self._max_seen.get(partition), self._positions.of_partition(partition)
@@ -314,18 +327,23 @@ class Pipeline:
         touched: dict[str, _Touched],
         result: BatchResult,
         schedules: dict[int, DueSchedule] | None = None,
-    ) -> None:
+        budget: int | None = None,
+    ) -> int | None:
+        """Evaluate the partition's due customers, at most ``budget``; return the budget left
+        (0: perhaps more are due)."""
         as_of = self.as_of(partition)
         schedule = (self._schedules if schedules is None else schedules).get(partition)
         if as_of is None or schedule is None:
-            return
-        for customer_id in schedule.pop_due(as_of):
+            return budget
+        due = schedule.pop_due(as_of, budget)
+        for customer_id in due:
             if customer_id not in touched:  # (scheduled means this partition is adopted already)
                 stored = tables.customer(customer_id)
                 if stored is None:
                     continue  # gone since it was scheduled
                 self._touch(customer_id, partition, stored, touched)
             self._evaluate(customer_id, touched[customer_id], result, always_write=False)
+        return None if budget is None else budget - len(due)
 
     def _adopt(self, partition: int, tables: StateTables, result: BatchResult) -> None:
         """On first contact after an assignment: schedule and count every customer the

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -228,9 +229,7 @@ def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(share * len(values)))] if values else float("nan")
 
 
-async def run_all(customers: int, days: float) -> dict[str, Any]:
-    layout = services.Layout.from_env()
-    services.up(layout)
+async def run_all(customers: int, days: float, layout: services.Layout) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tierpulse-bench-"))
     run = ScorerRun(
         f"bench-{uuid.uuid4().hex[:8]}",
@@ -240,7 +239,9 @@ async def run_all(customers: int, days: float) -> dict[str, Any]:
         partitions=4,
         store="rocksdb://",
     )
-    run.extra_env.update({"TIERPULSE_SESSION_TIMEOUT_SECONDS": "10"})
+    run.extra_env.update(
+        {"TIERPULSE_SESSION_TIMEOUT_SECONDS": "10", **json.loads(os.environ.get("BENCH_ENV", "{}"))}
+    )
     try:
         from streams.topics import ensure_topics
 
@@ -297,7 +298,9 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main(customers: int, days: float, json_path: str | None) -> None:
-    result = asyncio.run(run_all(customers, days))
+    layout = services.Layout.from_env()
+    services.up(layout)  # before the event loop: its start-up probes run their own
+    result = asyncio.run(run_all(customers, days, layout))
     print("\n" + report(result))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
+from decimal import Decimal
+
+import pytest
 
 from models.event_time import MICROS_PER_DAY, Window
 from models.events import Topic
@@ -179,3 +182,34 @@ def test_the_watermark_passing_a_deadline_evaluates_that_customer_at_once() -> N
     )
     fired = [a.rule for e in result.evaluations for a in e.alerts if e.snapshot.customer_id == "vip"]
     assert fired == ["p1_ticket_unanswered"]  # its deadline (60 min) passed when the order moved T
+
+
+def test_a_sweep_refreshes_stale_snapshots_a_few_per_busy_batch_and_all_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("streams.pipeline.REFRESHES_PER_BUSY_BATCH", 2)
+    tables, scorer = DictTables(), pipeline()
+    customers = [f"c{n}" for n in range(5)]
+    first = [Record("orders", 0, n, c.encode(), order(c, 1, day=1)) for n, c in enumerate(customers)]
+    tables.store(scorer.process(first, tables, us(9)))
+    # 0.9 day later on the same partition (before any promise is due): every snapshot's
+    # days_since_last_order is stale, and no decision is due.
+    later = [Record("orders", 0, 5, b"other", order("other", 1, day=1.9))]
+    tables.store(scorer.process(later, tables, us(9)))
+
+    def refreshed(result: BatchResult) -> list[str]:
+        return sorted(
+            e.snapshot.customer_id for e in result.evaluations if e.snapshot.customer_id in customers
+        )
+
+    busy = scorer.process(
+        [Record("sweep", 0, 0, None, b""), Record("orders", 0, 6, b"x", order("x", 1, 1.9))], tables, us(9)
+    )
+    assert len(refreshed(busy)) == 2
+    tables.store(busy)
+    still_busy = scorer.process([Record("orders", 0, 7, b"y", order("y", 1, 1.9))], tables, us(9))
+    assert len(refreshed(still_busy)) == 2
+    tables.store(still_busy)
+    idle = scorer.process([Record("sweep", 0, 1, None, b"")], tables, us(9))
+    assert sorted(refreshed(busy) + refreshed(still_busy) + refreshed(idle)) == customers
+    assert {e.snapshot.kpis.days_since_last_order for e in idle.evaluations} == {Decimal("0.90")}
