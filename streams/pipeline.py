@@ -27,8 +27,8 @@ from models.tiering import UNRATED
 from streams.positions import InputPositions, PartitionProgress, TopicPartition, Verdict
 
 log = logging.getLogger("tierpulse.pipeline")
-# Snapshot refreshes (streams: the sweep) done in one batch that also carries input: after a
-# replay every customer is due one, and doing them all at once would stall the live events.
+# Snapshot refreshes (models/schedule.py) a sweep may do in a batch that also carries input:
+# after a replay every customer is due one, and doing them all at once stalls live events.
 REFRESHES_PER_BUSY_BATCH = 64
 KIND_HEADER = "tierpulse-kind"
 ORIGIN_HEADER = "tierpulse-origin"  # topic/partition/offset of the message before re-keying
@@ -131,7 +131,7 @@ class Pipeline:
             self._refreshes.pop(partition, None)
             self._refreshing.discard(partition)
             self.population.pop(partition, None)
-        self._positions.forget(set(partitions))
+        self._positions.forget(partitions)
 
     def process(self, records: list[Record], tables: StateTables, now_us: int) -> BatchResult:
         result = BatchResult()
