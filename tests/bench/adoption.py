@@ -1,0 +1,99 @@
+"""What a worker does on first contact with a partition after a restart or a rebalance:
+read and decode every state, count it for the tier gauge, pick up stored outboxes and
+evaluate every customer once to rebuild the due schedule. Measured in-process (no Kafka) on
+N customers whose states are those of the demo's month, so the number is the adoption cost
+itself, per customer — what restart time grows with.
+
+    python -m tests.bench adoption [--customers 100000]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka.partitioner import murmur2
+from tqdm import tqdm
+
+from models.evaluation import evaluate
+from models.events import Invalid, Topic, decode
+from models.policy import load_policy
+from models.state import CustomerState
+from streams import demo
+from streams.pipeline import Pipeline, Record, Routing
+from streams.positions import PartitionProgress
+from streams.settings import Settings
+
+PARTITIONS = 4
+
+
+def _month_states() -> tuple[list[bytes], int]:
+    """Encoded end-of-month states of 200 demo customers, and the month's last instant."""
+    policy, window = load_policy(), Settings().window
+    end = datetime(2026, 11, 1, tzinfo=UTC)
+    states: dict[str, CustomerState] = {}
+    watermark = 0
+    for message in demo.history(demo.customers(200, 3), end - timedelta(days=30), end, seed=3):
+        if message.kind is Topic.CUSTOMERS:
+            continue
+        event = decode(message.kind, message.value, now_us=10**17, max_future_skew_us=0)
+        if isinstance(event, Invalid):
+            continue
+        state = states.setdefault(event.customer_id, CustomerState(event.customer_id))
+        state.absorb(event, window, watermark or None)
+        watermark = max(watermark, event.occurred_us)
+    for state in states.values():
+        evaluate(state, policy, window, watermark)
+    return [state.to_bytes() for state in states.values()], watermark
+
+
+class _Tables:
+    def __init__(self, states: dict[str, bytes], watermark: int) -> None:
+        self.states, self.watermark = states, watermark
+
+    def customer(self, customer_id: str) -> bytes | None:
+        return self.states.get(customer_id)
+
+    def progress(self, partition: int) -> PartitionProgress | None:
+        return PartitionProgress(self.watermark, {})
+
+    def customers_in(self, partition: int) -> Iterator[tuple[str, bytes]]:
+        for key, value in self.states.items():
+            if (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS == partition:
+                yield key, value
+
+
+def main(customers: int, json_path: str | None) -> None:
+    templates, watermark = _month_states()
+    states = {f"c{n:08d}": templates[n % len(templates)] for n in range(customers)}
+    tables = _Tables(states, watermark)
+    settings = Settings()
+    pipeline = Pipeline(
+        load_policy(),
+        settings.window,
+        Routing({}, "rekeyed", "sweep"),
+        lateness_us=0,
+        max_future_skew_us=0,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    started = time.perf_counter()
+    for partition in tqdm(range(PARTITIONS), desc="adopting", unit="partition"):
+        pipeline.process([Record("sweep", partition, 0, None, b"")], tables, 10**17)
+    seconds = time.perf_counter() - started
+    result = {
+        "customers": customers,
+        "mean_state_bytes": round(sum(map(len, states.values())) / customers),
+        "seconds": round(seconds, 2),
+        "us_per_customer": round(seconds / customers * 1e6),
+    }
+    print(
+        f"\nadopting {customers:,} customers (mean state {result['mean_state_bytes']:,} B): "
+        f"{seconds:.1f} s, {result['us_per_customer']} µs per customer, "
+        f"~{seconds / customers * 1e6 / 60:.0f} min per 1M customers on one worker"
+    )
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
