@@ -50,6 +50,7 @@ from sinks.redis import RedisSnapshotSink
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
 from streams.settings import Settings
+from streams.topics import TABLES
 
 log = logging.getLogger("tierpulse")
 T = TypeVar("T")
@@ -69,10 +70,10 @@ class FaustTables:
         value = self.partition_progress.get(str(partition).encode())
         return PartitionProgress.from_bytes(bytes(value)) if value is not None else None
 
-    def customers_in(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        for key, value in self.customers.items():
+    def customer_ids_in(self, partition: int) -> Iterable[str]:
+        for key in self.customers:
             if partition_of(key, self.partitions) == partition:
-                yield key.decode("utf-8"), bytes(value)
+                yield key.decode("utf-8")
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -161,10 +162,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         ["redis"],
     )
     # A table's changelog codecs come from key_type/value_type (bytes: raw).
-    customers = app.Table("customer-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    progress = app.Table(
-        "partition-progress", key_type=bytes, value_type=bytes, partitions=settings.partitions
-    )
+    state_table, progress_table = TABLES
+    customers = app.Table(state_table, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    progress = app.Table(progress_table, key_type=bytes, value_type=bytes, partitions=settings.partitions)
     tables = FaustTables(customers, progress, settings.partitions)
     inputs = {names.orders, names.tickets, names.complaints, names.customers, names.rekeyed}
     pipeline = Pipeline(

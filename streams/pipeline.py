@@ -30,6 +30,9 @@ log = logging.getLogger("tierpulse.pipeline")
 # Snapshot refreshes (models/schedule.py) a sweep may do in a batch that also carries input:
 # after a replay every customer is due one, and doing them all at once stalls live events.
 REFRESHES_PER_BUSY_BATCH = 64
+# Customers of a newly adopted partition scanned in a batch that also carries input: a worker
+# that takes over a large partition scores at once and catches up on the scan batch by batch.
+SCANS_PER_BUSY_BATCH = 256
 KIND_HEADER = "tierpulse-kind"
 ORIGIN_HEADER = "tierpulse-origin"  # topic/partition/offset of the message before re-keying
 
@@ -53,7 +56,7 @@ class StateTables(Protocol):
 
     def progress(self, partition: int) -> PartitionProgress | None: ...
 
-    def customers_in(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
+    def customer_ids_in(self, partition: int) -> Iterable[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,9 @@ class Pipeline:
         self._schedules: dict[int, DueSchedule] = {}
         self._refreshes: dict[int, DueSchedule] = {}  # snapshot-only changes, for the sweep
         self._refreshing: set[int] = set()  # partitions whose sweep has refreshes left to do
+        # Adopted partitions whose customers are not all scanned yet (see _scan).
+        self._scan_order: dict[int, list[str]] = {}
+        self._unscanned: dict[int, set[str]] = {}
         self.population: dict[int, Tally[tuple[str, str]]] = {}
 
     def as_of(self, partition: int) -> int | None:
@@ -130,6 +136,8 @@ class Pipeline:
             self._schedules.pop(partition, None)
             self._refreshes.pop(partition, None)
             self._refreshing.discard(partition)
+            self._scan_order.pop(partition, None)
+            self._unscanned.pop(partition, None)
             self.population.pop(partition, None)
         self._positions.forget(partitions)
 
@@ -167,6 +175,7 @@ class Pipeline:
                 budget = left
             else:
                 break
+        self._scan(tables, result, SCANS_PER_BUSY_BATCH if progressed else None)
         for partition in progressed:
             result.progress[partition] = PartitionProgress(
                 self._max_seen.get(partition), self._positions.of_partition(partition)
@@ -292,7 +301,10 @@ class Pipeline:
         self, customer_id: str, partition: int, stored: bytes | None, touched: dict[str, _Touched]
     ) -> CustomerState:
         state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
-        touched[customer_id] = _Touched(state, partition, self._population_key(state))
+        unscanned = self._unscanned.get(partition, set())
+        counted = customer_id not in unscanned  # if not, its evaluation counts it, as a new one
+        unscanned.discard(customer_id)  # and adopts it: scheduled, outbox in the batch's states
+        touched[customer_id] = _Touched(state, partition, self._population_key(state) if counted else None)
         return state
 
     # ------------------------------------------------------------ evaluating
@@ -346,9 +358,8 @@ class Pipeline:
         return None if budget is None else budget - len(due)
 
     def _adopt(self, partition: int, tables: StateTables, result: BatchResult) -> None:
-        """On first contact after an assignment: schedule and count every customer the
-        partition holds, and pick up outputs a crashed worker stored but may not have
-        delivered (once; its cost is one read of the partition's states)."""
+        """On first contact after an assignment: take the partition's progress, and list its
+        customers for the scan (_scan), which does the rest."""
         if partition in self._schedules:
             return
         reached = tables.progress(partition)
@@ -356,20 +367,41 @@ class Pipeline:
             if reached.max_seen is not None:
                 self._max_seen[partition] = reached.max_seen
             self._positions.adopt(partition, reached.next_offsets)
-        schedule, tally = self._schedule(partition), self.population.setdefault(partition, Tally())
-        as_of = self.as_of(partition)
-        for customer_id, stored in tables.customers_in(partition):
-            state = CustomerState.from_bytes(stored)
-            key = self._population_key(state)
-            if key is not None:
-                tally[key] += 1
-            if as_of is not None:
-                schedule.set(customer_id, as_of)  # due now: one evaluation brings its schedule back
-            if state.status.outbox:  # a crashed worker stored these outputs; Redis may not have them
-                result.states.setdefault(customer_id, (partition, state))
-                snapshot = current_snapshot(state, self.policy, self.window)
-                if snapshot is not None:
-                    result.snapshots.setdefault(customer_id, snapshot)
+        self._schedule(partition)
+        self.population.setdefault(partition, Tally())
+        self._scan_order[partition] = list(tables.customer_ids_in(partition))
+        self._unscanned[partition] = set(self._scan_order[partition])
+
+    def _scan(self, tables: StateTables, result: BatchResult, budget: int | None) -> None:
+        """Go on adopting, ``budget`` customers at most (None: all): count each for the tier
+        gauge, schedule it due now (one evaluation brings its schedule back), and pick up the
+        outputs a crashed worker stored but may not have delivered. A customer an event
+        reaches first is adopted by that event (_touch)."""
+        for partition in sorted(self._scan_order):
+            order, unscanned = self._scan_order[partition], self._unscanned[partition]
+            tally, as_of = self.population[partition], self.as_of(partition)
+            while order and (budget is None or budget > 0):
+                customer_id = order.pop()
+                stored = tables.customer(customer_id) if customer_id in unscanned else None
+                unscanned.discard(customer_id)
+                if stored is None:
+                    continue
+                budget = None if budget is None else budget - 1
+                state = CustomerState.from_bytes(stored)
+                key = self._population_key(state)
+                if key is not None:
+                    tally[key] += 1
+                if as_of is not None:
+                    self._schedule(partition).set(customer_id, as_of)
+                if state.status.outbox:  # Redis may not have these outputs' snapshot either
+                    result.states.setdefault(customer_id, (partition, state))
+                    snapshot = current_snapshot(state, self.policy, self.window)
+                    if snapshot is not None:
+                        result.snapshots.setdefault(customer_id, snapshot)
+            if not order:
+                del self._scan_order[partition], self._unscanned[partition]
+            if budget == 0:
+                return
 
     def _schedule(self, partition: int) -> DueSchedule:
         return self._schedules.setdefault(partition, DueSchedule())

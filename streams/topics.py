@@ -3,14 +3,23 @@
 All input and internal topics must have the same partition count: a customer's
 orders, tickets, complaints, profile, re-keyed events and state then live in the
 same partition number, owned by one worker.
+
+The tables' changelog topics are created here too, before Faust starts: Faust
+would create them itself, but a worker whose first table write comes while its
+consumer's metadata still shows a just-created changelog with 0 partitions
+crashes its agent (PartitionsMismatch).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from streams.settings import Settings
+
+TABLES = ("customer-state", "partition-progress")
 
 
 class TopicLayoutError(Exception):
@@ -33,6 +42,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
         names.sweep,
     ]
     outputs = [names.tier_changes, names.alerts, names.dead_letters]
+    changelogs = [f"{settings.app_id}-{table}-changelog" for table in TABLES]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
@@ -45,7 +55,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
         existing = {t: len(parts) for t, parts in (await _describe(admin)).items()}
         wrong = [
             f"{t} has {existing[t]}"
-            for t in copartitioned
+            for t in copartitioned + changelogs
             if t in existing and existing[t] != settings.partitions
         ]
         if wrong:
@@ -54,20 +64,33 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 + ", ".join(wrong)
                 + "; set TIERPULSE_PARTITIONS to match or recreate them"
             )
-        missing = [t for t in copartitioned + outputs if t not in existing]
+        missing = [t for t in copartitioned + changelogs + outputs if t not in existing]
         compacted = {"cleanup.policy": "compact"}
         if missing:
             await admin.create_topics(
                 [
                     NewTopic(
-                        t, settings.partitions, 1, topic_configs=compacted if t == names.customers else {}
+                        t,
+                        settings.partitions,
+                        1,
+                        topic_configs=compacted if t in (names.customers, *changelogs) else {},
                     )
                     for t in missing
                 ]
             )
+            await _until_described(admin, missing, settings.partitions)
         return missing
     finally:
         await admin.close()
+
+
+async def _until_described(admin: AIOKafkaAdminClient, topics: list[str], partitions: int) -> None:
+    """Wait (up to 10 s) until the broker's metadata shows every new topic with all its partitions."""
+    for _ in range(50):
+        described = await _describe(admin)
+        if all(len(described.get(t, [])) == partitions for t in topics):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def _describe(admin: AIOKafkaAdminClient) -> dict[str, list[int]]:

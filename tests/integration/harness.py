@@ -92,6 +92,7 @@ class ScorerRun:
         from streams.settings import Settings
 
         return Settings(
+            app_id=self.name,
             broker=f"kafka://{self.bootstrap}",
             partitions=self.partitions,
             topics={kind: self.topic(kind) for kind in TOPIC_KINDS},

@@ -35,8 +35,8 @@ class DictTables:
     def progress(self, partition: int) -> PartitionProgress | None:
         return self.reached.get(partition)
 
-    def customers_in(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        return list(self.states.items())
+    def customer_ids_in(self, partition: int) -> Iterable[str]:
+        return list(self.states)
 
     def store(self, result: BatchResult, *, progress: bool = True) -> None:
         self.states.update({cid: state.to_bytes() for cid, (_, state) in result.states.items()})
@@ -213,3 +213,19 @@ def test_a_sweep_refreshes_stale_snapshots_a_few_per_busy_batch_and_all_when_idl
     idle = scorer.process([Record("sweep", 0, 1, None, b"")], tables, us(9))
     assert sorted(refreshed(busy) + refreshed(still_busy) + refreshed(idle)) == customers
     assert {e.snapshot.kpis.days_since_last_order for e in idle.evaluations} == {Decimal("0.90")}
+
+
+def test_a_taken_over_partition_is_scanned_a_few_customers_per_busy_batch_counting_each_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("streams.pipeline.SCANS_PER_BUSY_BATCH", 2)
+    tables, scorer = DictTables(), pipeline()
+    customers = [f"c{n}" for n in range(6)]
+    first = [Record("orders", 0, n, c.encode(), order(c, 1)) for n, c in enumerate(customers)]
+    tables.store(scorer.process(first, tables, us(9)))  # first ratings stored, never delivered
+    restarted = pipeline()
+    busy = restarted.process([Record("orders", 0, 6, b"c0", order("c0", 2))], tables, us(9))
+    assert sum(restarted.population[0].values()) == 3  # c0 through its event, two scanned
+    idle = restarted.process([Record("sweep", 0, 0, None, b"")], tables, us(9))
+    assert sum(restarted.population[0].values()) == 6
+    assert {c for c, _ in busy.outboxes()} | {c for c, _ in idle.outboxes()} == set(customers)
