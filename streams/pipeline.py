@@ -167,14 +167,7 @@ class Pipeline:
             self._adopt(partition, tables, result)
             self._evaluate_due(partition, tables, touched, result)
             self._refreshing.add(partition)
-        budget = REFRESHES_PER_BUSY_BATCH if progressed else None
-        for partition in sorted(self._refreshing):
-            left = self._evaluate_due(partition, tables, touched, result, self._refreshes, budget)
-            if left is None or left > 0:
-                self._refreshing.discard(partition)
-                budget = left
-            else:
-                break
+        self._refresh(tables, touched, result, REFRESHES_PER_BUSY_BATCH if progressed else None)
         self._scan(tables, result, SCANS_PER_BUSY_BATCH if progressed else None)
         for partition in progressed:
             result.progress[partition] = PartitionProgress(
@@ -302,8 +295,10 @@ class Pipeline:
     ) -> CustomerState:
         state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
         unscanned = self._unscanned.get(partition, set())
-        counted = customer_id not in unscanned  # if not, its evaluation counts it, as a new one
-        unscanned.discard(customer_id)  # and adopts it: scheduled, outbox in the batch's states
+        # Not scanned yet: this touch adopts it — its evaluation counts it (as for a new customer),
+        # schedules it and puts its stored outbox in the batch's states.
+        counted = customer_id not in unscanned
+        unscanned.discard(customer_id)
         touched[customer_id] = _Touched(state, partition, self._population_key(state) if counted else None)
         return state
 
@@ -356,6 +351,16 @@ class Pipeline:
                 self._touch(customer_id, partition, stored, touched)
             self._evaluate(customer_id, touched[customer_id], result, always_write=False)
         return None if budget is None else budget - len(due)
+
+    def _refresh(
+        self, tables: StateTables, touched: dict[str, _Touched], result: BatchResult, budget: int | None
+    ) -> None:
+        """Go on with the sweeps' snapshot refreshes, ``budget`` at most (None: all)."""
+        for partition in sorted(self._refreshing):
+            budget = self._evaluate_due(partition, tables, touched, result, self._refreshes, budget)
+            if budget == 0:
+                return  # perhaps more are due: the partition stays in _refreshing
+            self._refreshing.discard(partition)
 
     def _adopt(self, partition: int, tables: StateTables, result: BatchResult) -> None:
         """On first contact after an assignment: take the partition's progress, and list its
