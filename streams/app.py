@@ -57,10 +57,11 @@ T = TypeVar("T")
 
 
 class FaustTables:
-    """The pipeline's view of the two tables."""
+    """The pipeline's view of the two tables (Faust tables, or dicts keyed by bytes)."""
 
     def __init__(self, customers: Any, progress: Any, partitions: int) -> None:
         self.customers, self.partition_progress, self.partitions = customers, progress, partitions
+        self._ids_by_partition: dict[int, list[str]] | None = None
 
     def customer(self, customer_id: str) -> bytes | None:
         value = self.customers.get(customer_id.encode("utf-8"))
@@ -71,9 +72,18 @@ class FaustTables:
         return PartitionProgress.from_bytes(bytes(value)) if value is not None else None
 
     def customer_ids_in(self, partition: int) -> Iterable[str]:
-        for key in self.customers:
-            if partition_of(key, self.partitions) == partition:
-                yield key.decode("utf-8")
+        """One walk over the table's keys per rebalance, not one per partition adopted: each
+        partition is adopted once after the rebalance (recovery is complete by then)."""
+        if self._ids_by_partition is None:
+            self._ids_by_partition = {}
+            for key in self.customers:
+                self._ids_by_partition.setdefault(partition_of(key, self.partitions), []).append(
+                    key.decode("utf-8")
+                )
+        return self._ids_by_partition.pop(partition, [])
+
+    def on_rebalance(self) -> None:
+        self._ids_by_partition = None
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -261,6 +271,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal types want a sync handler
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         pipeline.forget({tp.partition for tp in revoked if tp.topic in inputs or tp.topic == names.sweep})
+        tables.on_rebalance()
         outputs.update_population()
 
     @app.task

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka.partitioner import murmur2
 from tqdm import tqdm
 
 from models.evaluation import evaluate
@@ -24,6 +22,7 @@ from models.events import Invalid, Topic, decode
 from models.policy import load_policy
 from models.state import CustomerState
 from streams import demo
+from streams.app import FaustTables
 from streams.pipeline import Pipeline, Record, Routing
 from streams.positions import PartitionProgress
 from streams.settings import Settings
@@ -51,22 +50,6 @@ def _month_states() -> tuple[list[bytes], int]:
     return [state.to_bytes() for state in states.values()], watermark
 
 
-class _Tables:
-    def __init__(self, states: dict[str, bytes], watermark: int) -> None:
-        self.states, self.watermark = states, watermark
-
-    def customer(self, customer_id: str) -> bytes | None:
-        return self.states.get(customer_id)
-
-    def progress(self, partition: int) -> PartitionProgress | None:
-        return PartitionProgress(self.watermark, {})
-
-    def customer_ids_in(self, partition: int) -> Iterator[str]:
-        for key in self.states:
-            if (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS == partition:
-                yield key
-
-
 def _order(partition: int) -> bytes:
     customer = f"new-{partition}"
     return json.dumps(
@@ -83,8 +66,9 @@ def _order(partition: int) -> bytes:
 
 def main(customers: int, json_path: str | None) -> None:
     templates, watermark = _month_states()
-    states = {f"c{n:08d}": templates[n % len(templates)] for n in range(customers)}
-    tables = _Tables(states, watermark)
+    states = {f"c{n:08d}".encode(): templates[n % len(templates)] for n in range(customers)}
+    progress = {str(p).encode(): PartitionProgress(watermark, {}).to_bytes() for p in range(PARTITIONS)}
+    tables = FaustTables(states, progress, PARTITIONS)  # the worker's view, over plain dicts
     settings = Settings()
     pipeline = Pipeline(
         load_policy(),
