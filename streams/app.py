@@ -236,6 +236,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
                 # Faust keeps the committed offsets it knows in a private mapping; no public API.
                 committed = app.consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
                 position = pipeline.position((tp.topic, tp.partition), tables)
+                if position is not None and position > highwater:
+                    await read_again(tp, position, highwater)
+                    position = 0
                 processed = committed if position is None else position
                 labels = (tp.topic, str(tp.partition))
                 metrics.consumer_lag.labels(*labels).set(max(0, highwater - committed))
@@ -246,6 +249,18 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         for partition in owned:
             await sweep_topic.send(key=None, value=b"", partition=partition)
         outputs.update_lag()
+
+    async def read_again(tp: Any, position: int, highwater: int) -> None:
+        if pipeline.input_restarted((tp.topic, tp.partition)):
+            log.error(
+                "input partition ends before its stored position topic=%s partition=%d highwater=%d "
+                "position=%d: recreated? reading it again from its start",
+                tp.topic,
+                tp.partition,
+                highwater,
+                position,
+            )
+            await app.consumer.seek(tp, 0)
 
     last_moved: dict[Any, tuple[int, float]] = {}  # partition -> (processed offset, when it last moved)
 

@@ -129,6 +129,11 @@ class Pipeline:
         stored = tables.progress(tp[1])
         return None if stored is None else stored.next_offsets.get(tp[0])
 
+    def input_restarted(self, tp: TopicPartition) -> bool:
+        """The input partition ends below its stored position: it was recreated, and its next
+        record is its first (streams/positions.py). False if that was known already."""
+        return self._positions.restart(tp)
+
     def forget(self, partitions: set[int]) -> None:
         """Partitions moved to another worker: drop what this process kept for them."""
         for partition in partitions:

@@ -15,6 +15,10 @@ record is checked against it:
   offsets can have real holes (compaction, transaction markers), so a record
   that comes first past the position again after such a re-fetch is accepted:
   the offsets between do not exist.
+
+An input topic deleted and created again starts its offsets anew, below the
+stored position; the worker notices its end offset below the position and
+``restart`` makes the next record count as the first.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class InputPositions:
         self._next: dict[TopicPartition, int] = {}
         # After a re-fetch from position p: the offsets seen first past p, per input partition.
         self._past_gap: dict[TopicPartition, tuple[int, set[int]]] = {}
+        self._restarted: set[TopicPartition] = set()
 
     def next_offset(self, tp: TopicPartition) -> int | None:
         return self._next.get(tp)
@@ -65,11 +70,23 @@ class InputPositions:
         for positions in (self._next, self._past_gap):
             for tp in [tp for tp in positions if tp[1] in partitions]:
                 del positions[tp]
+        self._restarted -= {tp for tp in self._restarted if tp[1] in partitions}
+
+    def restart(self, tp: TopicPartition) -> bool:
+        """The input partition begins again (recreated): its next record is its first. False if
+        that was known already."""
+        known = tp in self._restarted
+        self._restarted.add(tp)
+        return not known
 
     def of_partition(self, partition: int) -> dict[str, int]:
         return {topic: offset for (topic, p), offset in self._next.items() if p == partition}
 
     def check(self, tp: TopicPartition, offset: int) -> Verdict:
+        if tp in self._restarted:
+            self._restarted.discard(tp)
+            self._next.pop(tp, None)
+            self._past_gap.pop(tp, None)
         expected = self._next.get(tp)
         if expected is None or offset == expected:
             return Verdict.NEXT

@@ -229,3 +229,15 @@ def test_a_taken_over_partition_is_scanned_a_few_customers_per_busy_batch_counti
     idle = restarted.process([Record("sweep", 0, 0, None, b"")], tables, us(9))
     assert sum(restarted.population[0].values()) == 6
     assert {c for c, _ in busy.outboxes()} | {c for c, _ in idle.outboxes()} == set(customers)
+
+
+def test_a_recreated_input_topic_is_read_again_from_its_first_record() -> None:
+    tables, scorer = DictTables(), pipeline()
+    tables.store(
+        scorer.process([Record("orders", 0, n, b"c1", order("c1", n)) for n in range(3)], tables, us(9))
+    )
+    restarted = pipeline()
+    assert restarted.process([Record("orders", 0, 0, b"c2", order("c2", 0))], tables, us(9)).redelivered
+    assert restarted.input_restarted(("orders", 0)) and not restarted.input_restarted(("orders", 0))
+    again = restarted.process([Record("orders", 0, 0, b"c2", order("c2", 0))], tables, us(9))
+    assert again.outcomes == {("orders", "accepted"): 1} and again.progress[0].next_offsets == {"orders": 1}
