@@ -165,3 +165,45 @@ async def test_a_worker_joining_mid_stream_and_one_dying_lose_nothing(scorer: Sc
     for customer in sorted(snapshots)[:10]:
         status, body = http_json(f"http://127.0.0.1:{second_port}/customers/{customer}")
         assert status == 200 and body["tier"] == snapshots[customer]["tier"], (customer, body)
+
+
+async def test_an_input_topic_recreated_while_the_worker_is_down_is_read_again(scorer: ScorerRun) -> None:
+    """Its offsets begin anew, below the stored position: the worker must not take the new
+    records for re-deliveries (streams/positions.py)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    def placed(customer: str, n: int) -> tuple[str, bytes, bytes]:
+        now = datetime.now(UTC)
+        body = {
+            "event_id": f"{customer}-{n}",
+            "customer_id": customer,
+            "order_id": f"{customer}-o{n}",
+            "type": "placed",
+            "amount": "10",
+            "occurred_at": now.isoformat(),
+            "promised_at": (now + timedelta(days=1)).isoformat(),
+        }
+        return ("orders", customer.encode(), json.dumps(body).encode())
+
+    scorer.partitions = 1
+    worker, _ = scorer.start_worker()
+    await scorer.produce([placed("old", n) for n in range(5)])
+    await wait_for_async(lambda: scorer.snapshot("old").get("order_count") == "5", 60, "old", scorer.logs)
+    scorer.kill(worker)
+    admin = AIOKafkaAdminClient(bootstrap_servers=scorer.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([scorer.topic("orders")])
+        await asyncio.sleep(3)
+        await admin.create_topics([NewTopic(scorer.topic("orders"), 1, 1)])
+    finally:
+        await admin.close()
+    await scorer.produce([placed("new", 0)])  # offset 0 again, below the stored position 5
+    scorer.start_worker()
+    await wait_for_async(
+        lambda: scorer.snapshot("new").get("order_count") == "1",
+        90,
+        "the recreated topic's record",
+        scorer.logs,
+    )
+    assert "recreated? reading it again" in scorer.logs()
