@@ -45,14 +45,9 @@ class Window:
     def first_bucket(self, as_of: int) -> int:
         return self.bucket_of(as_of) - self.buckets + 1
 
-    def contains(self, micros: int, as_of: int) -> bool:
-        """Contract §3: "t in window" — the bucket of t is one of the window's buckets."""
-        bucket = micros // self.bucket_us
-        last = as_of // self.bucket_us
-        return last - self.buckets < bucket <= last
-
     def bounds(self, as_of: int) -> tuple[int, int]:
-        """[start, end) of the window as of T: ``contains`` as two comparisons, for hot loops."""
+        """[start, end) of the window as of T. Contract §3, "t in window" (the bucket of t is
+        one of the window's buckets), is ``start <= t < end``: two comparisons in hot loops."""
         last = as_of // self.bucket_us
         return (last - self.buckets + 1) * self.bucket_us, (last + 1) * self.bucket_us
 

@@ -167,10 +167,12 @@ class Pipeline:
             if self.as_of(record.partition) != before:
                 # The watermark moved: whoever fell due (a deadline, a promise, the window's
                 # edge) is evaluated now, at this event — not whenever a wall-clock sweep runs.
-                self._evaluate_due(record.partition, tables, touched, result)
+                self._evaluate_due(
+                    self._schedules.get(record.partition), record.partition, tables, touched, result
+                )
         for partition in sweeps:
             self._adopt(partition, tables, result)
-            self._evaluate_due(partition, tables, touched, result)
+            self._evaluate_due(self._schedules.get(partition), partition, tables, touched, result)
             self._refreshing.add(partition)
         self._refresh(tables, touched, result, REFRESHES_PER_BUSY_BATCH if progressed else None)
         self._scan(tables, result, SCANS_PER_BUSY_BATCH if progressed else None)
@@ -334,17 +336,16 @@ class Pipeline:
 
     def _evaluate_due(
         self,
+        schedule: DueSchedule | None,
         partition: int,
         tables: StateTables,
         touched: dict[str, _Touched],
         result: BatchResult,
-        schedules: dict[int, DueSchedule] | None = None,
         budget: int | None = None,
     ) -> int | None:
-        """Evaluate the partition's due customers, at most ``budget``; return the budget left
-        (0: perhaps more are due)."""
+        """Evaluate the customers ``schedule`` (the partition's decisions or its refreshes) has
+        due, at most ``budget``; return the budget left (0: perhaps more are due)."""
         as_of = self.as_of(partition)
-        schedule = (self._schedules if schedules is None else schedules).get(partition)
         if as_of is None or schedule is None:
             return budget
         due = schedule.pop_due(as_of, budget)
@@ -362,7 +363,8 @@ class Pipeline:
     ) -> None:
         """Go on with the sweeps' snapshot refreshes, ``budget`` at most (None: all)."""
         for partition in sorted(self._refreshing):
-            budget = self._evaluate_due(partition, tables, touched, result, self._refreshes, budget)
+            refreshes = self._refreshes.get(partition)
+            budget = self._evaluate_due(refreshes, partition, tables, touched, result, budget)
             if budget == 0:
                 return  # perhaps more are due: the partition stays in _refreshing
             self._refreshing.discard(partition)
