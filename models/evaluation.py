@@ -107,6 +107,12 @@ def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -
     status.outbox += [[TIER_CHANGES, tier_change_body(change)]] if change is not None else []
     status.outbox += [[ALERTS, alert_body(alert)] for alert in alerts]
     due, refresh = next_due(state, policy, segment, window, as_of, kpis)
+    status.policy_version, status.segment, status.due, status.refresh = (
+        policy.version,
+        segment.name,
+        due,
+        refresh,
+    )
     return Evaluation(snapshot, change, tuple(alerts), changed, due, refresh)
 
 

@@ -18,10 +18,10 @@ one window length.
 
 from __future__ import annotations
 
-import base64
 import json
 import struct
-from dataclasses import dataclass, field, fields
+import zlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -90,6 +90,30 @@ class TierStatus:
     # state so that a crash can only re-send what the stored state decided (same ids), never lose it.
     outbox: list[list[Any]] = field(default_factory=list)
     alerts: dict[str, list[Any]] = field(default_factory=dict)  # key -> [id, rule, severity, threshold, kpi]
+    # Of the last evaluation, for adopting the customer after a restart without evaluating it
+    # (StoredSummary): what it counted as, and when it is due next under that policy version.
+    policy_version: str | None = None
+    segment: str | None = None
+    due: int | None = None
+    refresh: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSummary:
+    """The head of a stored state: what adopting the customer needs, read without the rest."""
+
+    customer_id: str
+    as_of: int | None  # None: never evaluated
+    policy_version: str | None
+    tier: str | None
+    segment: str | None
+    due: int | None
+    refresh: int | None
+    has_outbox: bool
+
+    @classmethod
+    def of(cls, raw: bytes) -> StoredSummary:
+        return _read_head(raw)[0]
 
 
 @dataclass(slots=True)
@@ -273,55 +297,114 @@ class CustomerState:
     # ------------------------------------------------------------ serialisation
 
     def to_bytes(self) -> bytes:
-        """Compact JSON: records as arrays, remembered ids packed per bucket."""
-        by_bucket: dict[int, list[int]] = {}
-        for key, bucket in self.seen.items():
-            by_bucket.setdefault(bucket, []).append(key)
+        """A fixed head (StoredSummary), then the records as fixed-size rows, zlib-compressed.
+
+        Ids are random 64-bit hashes and do not compress: they are most of the size."""
         status = self.status
-        body = {
-            "id": self.customer_id,
-            "p": self.profile,
-            "o": [
-                [
-                    k,
-                    o.placed_us,
-                    None if o.amount is None else str(o.amount),
-                    o.promised_placed_us,
-                    o.promised_delivered_us,
-                    o.delivered_us,
-                    int(o.cancelled),
-                    o.last_us,
-                ]
-                for k, o in self.orders.items()
-            ],
-            "t": [
-                [k, t.opened_us, t.priority, t.first_response_us, t.resolved_us, t.satisfaction, t.last_us]
-                for k, t in self.tickets.items()
-            ],
-            "c": [[k, t] for k, t in self.complaints.items()],
-            "s": {str(b): _pack(keys) for b, keys in by_bucket.items()},
-            "h": self.placed_history,
-            "st": [getattr(status, f.name) for f in fields(TierStatus)],
-        }
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        summary = [getattr(status, name) for name in _SUMMARY_FIELDS]
+        head = _json([self.customer_id, *summary, bool(status.outbox)])
+        orders, tickets = list(self.orders.items()), list(self.tickets.items())
+        amounts = [None if o.amount is None else str(o.amount) for _, o in orders]
+        meta = _json([self.profile, self.placed_history, amounts, [getattr(status, n) for n in _META_FIELDS]])
+        rows = [
+            _COUNTS.pack(len(meta), len(orders), len(tickets), len(self.complaints), len(self.seen)),
+            meta,
+        ]
+        for key, o in orders:
+            placed, delivered = _nullable(o.placed_us), _nullable(o.delivered_us)
+            promised = (_nullable(o.promised_placed_us), _nullable(o.promised_delivered_us))
+            rows.append(_ORDER.pack(key, placed, *promised, delivered, o.last_us, o.cancelled))
+        for key, t in tickets:
+            times = (_nullable(t.opened_us), _nullable(t.first_response_us), _nullable(t.resolved_us))
+            rows.append(_TICKET.pack(key, *times, t.last_us, t.priority, t.satisfaction or 0))
+        rows += [_PAIR.pack(key, occurred) for key, occurred in self.complaints.items()]
+        rows += [_PAIR.pack(key, bucket) for key, bucket in self.seen.items()]
+        body = zlib.compress(b"".join(rows), 1)
+        return _HEAD.pack(_FORMAT, _nullable(status.due), _nullable(status.refresh), len(head)) + head + body
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CustomerState:
-        body = json.loads(raw)
-        status = TierStatus(*body["st"])
-        return cls(
-            customer_id=body["id"],
-            profile=body["p"],
-            orders={
-                k: Order(p, None if a is None else Decimal(a), pp, pd, d, bool(c), last)
-                for k, p, a, pp, pd, d, c, last in body["o"]
-            },
-            tickets={k: Ticket(o, pr, fr, r, s, last) for k, o, pr, fr, r, s, last in body["t"]},
-            complaints=dict(body["c"]),
-            seen={key: int(b) for b, packed in body["s"].items() for key in _unpack(packed)},
-            placed_history=[(h, t) for h, t in body["h"]],
-            status=status,
+        summary, at = _read_head(raw)
+        body = zlib.decompress(raw[at:])
+        meta_length, n_orders, n_tickets, n_complaints, n_seen = _COUNTS.unpack_from(body)
+        at = _COUNTS.size + meta_length
+        profile, history, amounts, rest = json.loads(body[_COUNTS.size : at])
+        status = TierStatus(
+            **{name: getattr(summary, name) for name in (*_SUMMARY_FIELDS, "due", "refresh")},
+            **dict(zip(_META_FIELDS, rest, strict=True)),
         )
+        state = cls(summary.customer_id, profile, placed_history=[(h, t) for h, t in history], status=status)
+        rows, at = _rows(body, at, _ORDER, n_orders)
+        for (key, placed, promised_placed, promised_delivered, delivered, last, cancelled), amount in zip(
+            rows, amounts, strict=True
+        ):
+            state.orders[key] = Order(
+                _value(placed),
+                None if amount is None else Decimal(amount),
+                _value(promised_placed),
+                _value(promised_delivered),
+                _value(delivered),
+                bool(cancelled),
+                last,
+            )
+        rows, at = _rows(body, at, _TICKET, n_tickets)
+        for key, opened, responded, resolved, last, priority, satisfaction in rows:
+            state.tickets[key] = Ticket(
+                _value(opened), priority, _value(responded), _value(resolved), satisfaction or None, last
+            )
+        rows, at = _rows(body, at, _PAIR, n_complaints)
+        state.complaints = dict(rows)
+        rows, at = _rows(body, at, _PAIR, n_seen)
+        state.seen = dict(rows)
+        return state
+
+
+# The stored layout. Absent instants are stored as _NONE (no event time is that far back).
+_FORMAT = 2
+_NONE = -(2**63)
+_HEAD = struct.Struct("<Bqqi")  # format, due, refresh, length of the JSON summary that follows
+_COUNTS = struct.Struct("<iiiii")  # length of the JSON meta, then the number of each kind of row
+_ORDER = struct.Struct(
+    "<QqqqqqB"
+)  # key, placed, promised (placed), promised (delivered), delivered, last, cancelled
+_TICKET = struct.Struct(
+    "<QqqqqBB"
+)  # key, opened, first response, resolved, last, priority, satisfaction (0: none)
+_PAIR = struct.Struct("<Qq")  # complaint key and occurred; remembered event id and its bucket
+_SUMMARY_FIELDS = ("as_of", "policy_version", "tier", "segment")
+_META_FIELDS = ("score", "change_score", "changes", "fired", "fingerprint", "outbox", "alerts")
+
+
+def _read_head(raw: bytes) -> tuple[StoredSummary, int]:
+    """The summary, and where the compressed records begin."""
+    if not raw or raw[0] != _FORMAT:
+        raise ValueError(
+            f"stored customer state of an unknown format ({raw[:1]!r}): written by another TierPulse "
+            "version; reset the scorer's state (README, 'Upgrading')"
+        )
+    _, due, refresh, length = _HEAD.unpack_from(raw)
+    end = _HEAD.size + length
+    customer_id, as_of, version, tier, segment, has_outbox = json.loads(raw[_HEAD.size : end])
+    return StoredSummary(
+        customer_id, as_of, version, tier, segment, _value(due), _value(refresh), has_outbox
+    ), end
+
+
+def _rows(body: bytes, at: int, layout: struct.Struct, count: int) -> tuple[Any, int]:
+    end = at + layout.size * count
+    return layout.iter_unpack(body[at:end]), end
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _nullable(micros: int | None) -> int:
+    return _NONE if micros is None else micros
+
+
+def _value(stored: int) -> int | None:
+    return None if stored == _NONE else stored
 
 
 def _micros(instant: datetime | None) -> int | None:
@@ -330,12 +413,3 @@ def _micros(instant: datetime | None) -> int | None:
 
 def _ratio(numerator: int, denominator: int) -> float | None:
     return None if denominator == 0 else float(Fraction(numerator, denominator))
-
-
-def _pack(keys: list[int]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(keys)}Q", *sorted(keys))).decode("ascii")
-
-
-def _unpack(packed: str) -> tuple[int, ...]:
-    raw = base64.b64decode(packed)
-    return struct.unpack(f"<{len(raw) // 8}Q", raw)

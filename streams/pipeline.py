@@ -22,7 +22,7 @@ from models.event_time import Window
 from models.events import CustomerProfile, Invalid, Topic, decode
 from models.policy import Policy
 from models.schedule import DueSchedule
-from models.state import CustomerState, Outcome
+from models.state import CustomerState, Outcome, StoredSummary
 from models.tiering import UNRATED
 from streams.positions import InputPositions, PartitionProgress, TopicPartition, Verdict
 
@@ -30,9 +30,11 @@ log = logging.getLogger("tierpulse.pipeline")
 # Snapshot refreshes (models/schedule.py) a sweep may do in a batch that also carries input:
 # after a replay every customer is due one, and doing them all at once stalls live events.
 REFRESHES_PER_BUSY_BATCH = 64
-# Customers of a newly adopted partition scanned in a batch that also carries input: a worker
-# that takes over a large partition scores at once and catches up on the scan batch by batch.
-SCANS_PER_BUSY_BATCH = 256
+# Customers of a newly adopted partition scanned per batch (one stored read each, ~20 µs): a
+# worker that takes over a large partition scores at once and catches up on the scan batch by
+# batch; while there is no input, the app sends sweep ticks to carry it on (scanning()).
+SCANS_PER_BUSY_BATCH = 512
+SCANS_PER_IDLE_BATCH = 4096
 KIND_HEADER = "tierpulse-kind"
 ORIGIN_HEADER = "tierpulse-origin"  # topic/partition/offset of the message before re-keying
 
@@ -129,6 +131,10 @@ class Pipeline:
         stored = tables.progress(tp[1])
         return None if stored is None else stored.next_offsets.get(tp[0])
 
+    def scanning(self) -> list[int]:
+        """Adopted partitions whose customers are not all scanned yet."""
+        return sorted(self._scan_order)
+
     def input_restarted(self, tp: TopicPartition) -> bool:
         """The input partition ends below its stored position: it was recreated, and its next
         record is its first (streams/positions.py). False if that was known already."""
@@ -175,7 +181,7 @@ class Pipeline:
             self._evaluate_due(self._schedules.get(partition), partition, tables, touched, result)
             self._refreshing.add(partition)
         self._refresh(tables, touched, result, REFRESHES_PER_BUSY_BATCH if progressed else None)
-        self._scan(tables, result, SCANS_PER_BUSY_BATCH if progressed else None)
+        self._scan(tables, result, SCANS_PER_BUSY_BATCH if progressed else SCANS_PER_IDLE_BATCH)
         for partition in progressed:
             result.progress[partition] = PartitionProgress(
                 self._max_seen.get(partition), self._positions.of_partition(partition)
@@ -306,7 +312,10 @@ class Pipeline:
         # schedules it and puts its stored outbox in the batch's states.
         counted = customer_id not in unscanned
         unscanned.discard(customer_id)
-        touched[customer_id] = _Touched(state, partition, self._population_key(state) if counted else None)
+        status = state.status
+        touched[customer_id] = _Touched(
+            state, partition, _counted_as(status.as_of, status.tier, status.segment) if counted else None
+        )
         return state
 
     # ------------------------------------------------------------ evaluating
@@ -384,28 +393,33 @@ class Pipeline:
         self._scan_order[partition] = list(tables.customer_ids_in(partition))
         self._unscanned[partition] = set(self._scan_order[partition])
 
-    def _scan(self, tables: StateTables, result: BatchResult, budget: int | None) -> None:
-        """Go on adopting, ``budget`` customers at most (None: all): count each for the tier
-        gauge, schedule it due now (one evaluation brings its schedule back), and pick up the
-        outputs a crashed worker stored but may not have delivered. A customer an event
-        reaches first is adopted by that event (_touch)."""
+    def _scan(self, tables: StateTables, result: BatchResult, budget: int) -> None:
+        """Go on adopting, ``budget`` customers at most. Each is counted for the tier gauge and
+        scheduled as its last evaluation left it, from its stored summary alone; one evaluated
+        under another policy version, or never, is due now. Stored outboxes (a crashed worker's
+        outputs, perhaps undelivered) are picked up. A customer an event reaches first is
+        adopted by that event (_touch)."""
         for partition in sorted(self._scan_order):
             order, unscanned = self._scan_order[partition], self._unscanned[partition]
             tally, as_of = self.population[partition], self.as_of(partition)
-            while order and (budget is None or budget > 0):
+            while order and budget > 0:
                 customer_id = order.pop()
                 stored = tables.customer(customer_id) if customer_id in unscanned else None
                 unscanned.discard(customer_id)
                 if stored is None:
                     continue
-                budget = None if budget is None else budget - 1
-                state = CustomerState.from_bytes(stored)
-                key = self._population_key(state)
+                budget -= 1
+                summary = StoredSummary.of(stored)
+                key = _counted_as(summary.as_of, summary.tier, summary.segment)
                 if key is not None:
                     tally[key] += 1
-                if as_of is not None:
+                if summary.as_of is not None and summary.policy_version == self.policy.version:
+                    self._schedule(partition).set(customer_id, summary.due)
+                    self._refreshes.setdefault(partition, DueSchedule()).set(customer_id, summary.refresh)
+                elif as_of is not None:
                     self._schedule(partition).set(customer_id, as_of)
-                if state.status.outbox:  # Redis may not have these outputs' snapshot either
+                if summary.has_outbox:  # Redis may not have these outputs' snapshot either
+                    state = CustomerState.from_bytes(stored)
                     result.states.setdefault(customer_id, (partition, state))
                     snapshot = current_snapshot(state, self.policy, self.window)
                     if snapshot is not None:
@@ -418,10 +432,10 @@ class Pipeline:
     def _schedule(self, partition: int) -> DueSchedule:
         return self._schedules.setdefault(partition, DueSchedule())
 
-    def _population_key(self, state: CustomerState) -> tuple[str, str] | None:
-        if state.status.as_of is None:
-            return None
-        return (state.status.tier or UNRATED, self.policy.segment_for(state.profile).name)
+
+def _counted_as(as_of: int | None, tier: str | None, segment: str | None) -> tuple[str, str] | None:
+    """The (tier, segment) a customer counts as in the tier gauge: its last evaluation's."""
+    return None if as_of is None or segment is None else (tier or UNRATED, segment)
 
 
 def _dead_letter(record: Record, origin: tuple[str, int, int], invalid: Invalid) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Iterable
 from decimal import Decimal
@@ -12,6 +13,7 @@ import pytest
 from models.event_time import MICROS_PER_DAY, Window
 from models.events import Topic
 from models.policy import load_policy
+from models.state import StoredSummary
 from streams.pipeline import KIND_HEADER, ORIGIN_HEADER, BatchResult, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
 from tests.unit.builders import at, us
@@ -241,3 +243,32 @@ def test_a_recreated_input_topic_is_read_again_from_its_first_record() -> None:
     assert restarted.input_restarted(("orders", 0)) and not restarted.input_restarted(("orders", 0))
     again = restarted.process([Record("orders", 0, 0, b"c2", order("c2", 0))], tables, us(9))
     assert again.outcomes == {("orders", "accepted"): 1} and again.progress[0].next_offsets == {"orders": 1}
+
+
+@pytest.mark.parametrize("policy_changed", [False, True])
+def test_an_adopted_customer_keeps_the_schedule_it_was_stored_with_unless_the_policy_changed(
+    policy_changed: bool,
+) -> None:
+    tables, scorer = DictTables(), pipeline()
+    tables.store(scorer.process([Record("orders", 0, 0, b"c", order("c", 1, day=1))], tables, us(9)))
+    due = StoredSummary.of(tables.states["c"]).due
+    assert due is not None and us(1.2) < due < us(9)
+    restarted = pipeline()
+    if policy_changed:
+        restarted.policy = dataclasses.replace(restarted.policy, version="next")
+
+    def c_evaluated_at(instant: int, offset: int) -> bool:
+        day = (instant - us(0)) / MICROS_PER_DAY
+        result = restarted.process(
+            [Record("orders", 0, offset, b"d", order("d", offset, day))], tables, us(9)
+        )
+        tables.store(result)
+        return any(e.snapshot.customer_id == "c" for e in result.evaluations)
+
+    # Before its due instant: only a customer stored under another policy version is re-planned
+    # (at the first watermark move after the batch that scanned it).
+    assert not c_evaluated_at(us(1.1), 1)
+    assert sum(restarted.population[0].values()) == 2  # c counted from its summary alone, and d
+    assert c_evaluated_at(us(1.2), 2) is policy_changed
+    if not policy_changed:
+        assert c_evaluated_at(due + 1000, 3)

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -255,3 +256,8 @@ def test_serialisation_round_trip_keeps_everything(history: tuple[list[Event], l
     if watermark is not None:
         evaluate(state, POLICY, WINDOW, watermark)  # fills the tier status and alert memory too
     assert CustomerState.from_bytes(state.to_bytes()) == state
+
+
+def test_a_stored_state_of_another_format_is_refused_saying_what_to_do() -> None:
+    with pytest.raises(ValueError, match="reset the scorer's state"):
+        CustomerState.from_bytes(b'{"id":"written by the JSON layout of 0.1"}')
