@@ -413,6 +413,7 @@ class Pipeline:
                 key = _counted_as(summary.as_of, summary.tier, summary.segment)
                 if key is not None:
                     tally[key] += 1
+                    result.population_changed = True
                 if summary.as_of is not None and summary.policy_version == self.policy.version:
                     self._schedule(partition).set(customer_id, summary.due)
                     self._refreshes.setdefault(partition, DueSchedule()).set(customer_id, summary.refresh)

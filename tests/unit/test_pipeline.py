@@ -230,6 +230,7 @@ def test_a_taken_over_partition_is_scanned_a_few_customers_per_busy_batch_counti
     assert sum(restarted.population[0].values()) == 3  # c0 through its event, two scanned
     idle = restarted.process([Record("sweep", 0, 0, None, b"")], tables, us(9))
     assert sum(restarted.population[0].values()) == 6
+    assert idle.population_changed  # the tier gauge is updated from it
     assert {c for c, _ in busy.outboxes()} | {c for c, _ in idle.outboxes()} == set(customers)
 
 
