@@ -250,11 +250,11 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             await sweep_topic.send(key=None, value=b"", partition=partition)
         outputs.update_lag()
 
-    @app.timer(interval=0.25)
-    async def go_on_adopting() -> None:
-        """Adopting a partition scans its stored customers a few thousand per batch; without
-        input there are no batches but the sweep's, so tick the partitions still scanning."""
-        for partition in pipeline.scanning():
+    @app.timer(interval=0.1)
+    async def carry_on() -> None:
+        """Scans of adopted partitions and sweep refreshes go a bounded amount per batch; without
+        input there are no batches but the sweep's, so tick the partitions with work left."""
+        for partition in pipeline.pending():
             await sweep_topic.send(key=None, value=b"", partition=partition)
 
     async def read_again(tp: Any, position: int, highwater: int) -> None:

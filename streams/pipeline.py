@@ -27,12 +27,14 @@ from models.tiering import UNRATED
 from streams.positions import InputPositions, PartitionProgress, TopicPartition, Verdict
 
 log = logging.getLogger("tierpulse.pipeline")
-# Snapshot refreshes (models/schedule.py) a sweep may do in a batch that also carries input:
-# after a replay every customer is due one, and doing them all at once stalls live events.
+# Work that can wait is done a bounded amount per batch, so that no batch stalls live events;
+# while there is no input, the app sends sweep ticks to carry it on (pending()).
+# Snapshot refreshes (models/schedule.py; a full evaluation each): after a replay or a restart
+# nearly every customer is due one.
 REFRESHES_PER_BUSY_BATCH = 64
-# Customers of a newly adopted partition scanned per batch (one stored read each, ~20 µs): a
-# worker that takes over a large partition scores at once and catches up on the scan batch by
-# batch; while there is no input, the app sends sweep ticks to carry it on (scanning()).
+REFRESHES_PER_IDLE_BATCH = 512
+# Customers of a newly adopted partition scanned (one stored read each): a worker that takes
+# over a large partition scores at once and catches up on the scan batch by batch.
 SCANS_PER_BUSY_BATCH = 512
 SCANS_PER_IDLE_BATCH = 4096
 KIND_HEADER = "tierpulse-kind"
@@ -131,9 +133,9 @@ class Pipeline:
         stored = tables.progress(tp[1])
         return None if stored is None else stored.next_offsets.get(tp[0])
 
-    def scanning(self) -> list[int]:
-        """Adopted partitions whose customers are not all scanned yet."""
-        return sorted(self._scan_order)
+    def pending(self) -> list[int]:
+        """Partitions with work left that a sweep tick carries on: a scan or refreshes."""
+        return sorted(self._scan_order.keys() | self._refreshing)
 
     def input_restarted(self, tp: TopicPartition) -> bool:
         """The input partition ends below its stored position: it was recreated, and its next
@@ -180,7 +182,9 @@ class Pipeline:
             self._adopt(partition, tables, result)
             self._evaluate_due(self._schedules.get(partition), partition, tables, touched, result)
             self._refreshing.add(partition)
-        self._refresh(tables, touched, result, REFRESHES_PER_BUSY_BATCH if progressed else None)
+        self._refresh(
+            tables, touched, result, REFRESHES_PER_BUSY_BATCH if progressed else REFRESHES_PER_IDLE_BATCH
+        )
         self._scan(tables, result, SCANS_PER_BUSY_BATCH if progressed else SCANS_PER_IDLE_BATCH)
         for partition in progressed:
             result.progress[partition] = PartitionProgress(
@@ -368,12 +372,12 @@ class Pipeline:
         return None if budget is None else budget - len(due)
 
     def _refresh(
-        self, tables: StateTables, touched: dict[str, _Touched], result: BatchResult, budget: int | None
+        self, tables: StateTables, touched: dict[str, _Touched], result: BatchResult, budget: int
     ) -> None:
-        """Go on with the sweeps' snapshot refreshes, ``budget`` at most (None: all)."""
+        """Go on with the sweeps' snapshot refreshes, ``budget`` at most."""
         for partition in sorted(self._refreshing):
             refreshes = self._refreshes.get(partition)
-            budget = self._evaluate_due(refreshes, partition, tables, touched, result, budget)
+            budget = self._evaluate_due(refreshes, partition, tables, touched, result, budget) or 0
             if budget == 0:
                 return  # perhaps more are due: the partition stays in _refreshing
             self._refreshing.discard(partition)

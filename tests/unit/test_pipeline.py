@@ -186,7 +186,7 @@ def test_the_watermark_passing_a_deadline_evaluates_that_customer_at_once() -> N
     assert fired == ["p1_ticket_unanswered"]  # its deadline (60 min) passed when the order moved T
 
 
-def test_a_sweep_refreshes_stale_snapshots_a_few_per_busy_batch_and_all_when_idle(
+def test_a_sweep_refreshes_stale_snapshots_a_few_per_busy_batch_and_more_when_idle(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("streams.pipeline.REFRESHES_PER_BUSY_BATCH", 2)
