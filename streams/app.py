@@ -27,7 +27,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -59,9 +59,11 @@ T = TypeVar("T")
 class FaustTables:
     """The pipeline's view of the two tables (Faust tables, or dicts keyed by bytes)."""
 
-    def __init__(self, customers: Any, progress: Any, partitions: int) -> None:
+    def __init__(self, customers: Any, progress: Any, partitions: int, *, copy_to_walk: bool = False) -> None:
         self.customers, self.partition_progress, self.partitions = customers, progress, partitions
-        self._ids_by_partition: dict[int, list[str]] | None = None
+        # A RocksDB iterator reads a snapshot; the memory store is a dict that batches write to
+        # while a walk goes on, so its walk goes over a copy.
+        self.copy_to_walk = copy_to_walk
 
     def customer(self, customer_id: str) -> bytes | None:
         value = self.customers.get(customer_id.encode("utf-8"))
@@ -71,19 +73,10 @@ class FaustTables:
         value = self.partition_progress.get(str(partition).encode())
         return PartitionProgress.from_bytes(bytes(value)) if value is not None else None
 
-    def customer_ids_in(self, partition: int) -> Iterable[str]:
-        """One walk over the table's keys per rebalance, not one per partition adopted: each
-        partition is adopted once after the rebalance (recovery is complete by then)."""
-        if self._ids_by_partition is None:
-            self._ids_by_partition = {}
-            for key in self.customers:
-                self._ids_by_partition.setdefault(partition_of(key, self.partitions), []).append(
-                    key.decode("utf-8")
-                )
-        return self._ids_by_partition.pop(partition, [])
-
-    def on_rebalance(self) -> None:
-        self._ids_by_partition = None
+    def stored_customers(self) -> Iterator[tuple[int, str, bytes]]:
+        items = self.customers.items()
+        for key, value in list(items) if self.copy_to_walk else items:
+            yield partition_of(key, self.partitions), key.decode("utf-8"), bytes(value)
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -175,7 +168,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     state_table, progress_table = TABLES
     customers = app.Table(state_table, key_type=bytes, value_type=bytes, partitions=settings.partitions)
     progress = app.Table(progress_table, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    tables = FaustTables(customers, progress, settings.partitions)
+    tables = FaustTables(
+        customers, progress, settings.partitions, copy_to_walk=settings.store.startswith("memory")
+    )
     inputs = {names.orders, names.tickets, names.complaints, names.customers, names.rekeyed}
     pipeline = Pipeline(
         policy,
@@ -293,7 +288,6 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal types want a sync handler
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         pipeline.forget({tp.partition for tp in revoked if tp.topic in inputs or tp.topic == names.sweep})
-        tables.on_rebalance()
         outputs.update_population()
 
     @app.task

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,7 +60,10 @@ class StateTables(Protocol):
 
     def progress(self, partition: int) -> PartitionProgress | None: ...
 
-    def customer_ids_in(self, partition: int) -> Iterable[str]: ...
+    def stored_customers(self) -> Iterable[tuple[int, str, bytes]]:
+        """Every stored customer of the partitions owned now, as (partition, id, state), read
+        lazily: the walk goes on across batches (one pass over the store per rebalance)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +119,10 @@ class Pipeline:
         self._schedules: dict[int, DueSchedule] = {}
         self._refreshes: dict[int, DueSchedule] = {}  # snapshot-only changes, for the sweep
         self._refreshing: set[int] = set()  # partitions whose sweep has refreshes left to do
-        # Adopted partitions whose customers are not all scanned yet (see _scan).
-        self._scan_order: dict[int, list[str]] = {}
-        self._unscanned: dict[int, set[str]] = {}
+        # The adoption scan (_scan): one walk over the stored customers, and per adopted
+        # partition the customers counted already, by the walk or by an event that came first.
+        self._walk: Iterator[tuple[int, str, bytes]] | None = None
+        self._scanned: dict[int, set[str]] = {}
         self.population: dict[int, Tally[tuple[str, str]]] = {}
 
     def as_of(self, partition: int) -> int | None:
@@ -135,7 +139,7 @@ class Pipeline:
 
     def pending(self) -> list[int]:
         """Partitions with work left that a sweep tick carries on: a scan or refreshes."""
-        return sorted(self._scan_order.keys() | self._refreshing)
+        return sorted(self._scanned.keys() | self._refreshing)
 
     def input_restarted(self, tp: TopicPartition) -> bool:
         """The input partition ends below its stored position: it was recreated, and its next
@@ -149,8 +153,7 @@ class Pipeline:
             self._schedules.pop(partition, None)
             self._refreshes.pop(partition, None)
             self._refreshing.discard(partition)
-            self._scan_order.pop(partition, None)
-            self._unscanned.pop(partition, None)
+            self._scanned.pop(partition, None)
             self.population.pop(partition, None)
         self._positions.forget(partitions)
 
@@ -311,11 +314,12 @@ class Pipeline:
         self, customer_id: str, partition: int, stored: bytes | None, touched: dict[str, _Touched]
     ) -> CustomerState:
         state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
-        unscanned = self._unscanned.get(partition, set())
+        scanned = self._scanned.get(partition)
         # Not scanned yet: this touch adopts it — its evaluation counts it (as for a new customer),
-        # schedules it and puts its stored outbox in the batch's states.
-        counted = customer_id not in unscanned
-        unscanned.discard(customer_id)
+        # schedules it and puts its stored outbox in the batch's states; the walk skips it.
+        counted = scanned is None or customer_id in scanned
+        if scanned is not None:
+            scanned.add(customer_id)
         status = state.status
         touched[customer_id] = _Touched(
             state, partition, _counted_as(status.as_of, status.tier, status.segment) if counted else None
@@ -383,8 +387,8 @@ class Pipeline:
             self._refreshing.discard(partition)
 
     def _adopt(self, partition: int, tables: StateTables, result: BatchResult) -> None:
-        """On first contact after an assignment: take the partition's progress, and list its
-        customers for the scan (_scan), which does the rest."""
+        """On first contact after an assignment: take the partition's progress; the scan
+        (_scan) does the rest, on a new walk that covers this partition too."""
         if partition in self._schedules:
             return
         reached = tables.progress(partition)
@@ -394,8 +398,8 @@ class Pipeline:
             self._positions.adopt(partition, reached.next_offsets)
         self._schedule(partition)
         self.population.setdefault(partition, Tally())
-        self._scan_order[partition] = list(tables.customer_ids_in(partition))
-        self._unscanned[partition] = set(self._scan_order[partition])
+        self._scanned[partition] = set()
+        self._walk = None
 
     def _scan(self, tables: StateTables, result: BatchResult, budget: int) -> None:
         """Go on adopting, ``budget`` customers at most. Each is counted for the tier gauge and
@@ -403,36 +407,37 @@ class Pipeline:
         under another policy version, or never, is due now. Stored outboxes (a crashed worker's
         outputs, perhaps undelivered) are picked up. A customer an event reaches first is
         adopted by that event (_touch)."""
-        for partition in sorted(self._scan_order):
-            order, unscanned = self._scan_order[partition], self._unscanned[partition]
-            tally, as_of = self.population[partition], self.as_of(partition)
-            while order and budget > 0:
-                customer_id = order.pop()
-                stored = tables.customer(customer_id) if customer_id in unscanned else None
-                unscanned.discard(customer_id)
-                if stored is None:
-                    continue
-                budget -= 1
-                summary = StoredSummary.of(stored)
-                key = _counted_as(summary.as_of, summary.tier, summary.segment)
-                if key is not None:
-                    tally[key] += 1
-                    result.population_changed = True
-                if summary.as_of is not None and summary.policy_version == self.policy.version:
-                    self._schedule(partition).set(customer_id, summary.due)
-                    self._refreshes.setdefault(partition, DueSchedule()).set(customer_id, summary.refresh)
-                elif as_of is not None:
-                    self._schedule(partition).set(customer_id, as_of)
-                if summary.has_outbox:  # Redis may not have these outputs' snapshot either
-                    state = CustomerState.from_bytes(stored)
-                    result.states.setdefault(customer_id, (partition, state))
-                    snapshot = current_snapshot(state, self.policy, self.window)
-                    if snapshot is not None:
-                        result.snapshots.setdefault(customer_id, snapshot)
-            if not order:
-                del self._scan_order[partition], self._unscanned[partition]
+        if not self._scanned:
+            return
+        if self._walk is None:
+            self._walk = iter(tables.stored_customers())
+        for partition, customer_id, stored in self._walk:
+            scanned = self._scanned.get(partition)
+            if scanned is None or customer_id in scanned:
+                continue  # not adopted here, or adopted by an event
+            scanned.add(customer_id)
+            summary = StoredSummary.of(stored)
+            key = _counted_as(summary.as_of, summary.tier, summary.segment)
+            if key is not None:
+                self.population[partition][key] += 1
+                result.population_changed = True
+            as_of = self.as_of(partition)
+            if summary.as_of is not None and summary.policy_version == self.policy.version:
+                self._schedule(partition).set(customer_id, summary.due)
+                self._refreshes.setdefault(partition, DueSchedule()).set(customer_id, summary.refresh)
+            elif as_of is not None:
+                self._schedule(partition).set(customer_id, as_of)
+            if summary.has_outbox:  # Redis may not have these outputs' snapshot either
+                state = CustomerState.from_bytes(stored)
+                result.states.setdefault(customer_id, (partition, state))
+                snapshot = current_snapshot(state, self.policy, self.window)
+                if snapshot is not None:
+                    result.snapshots.setdefault(customer_id, snapshot)
+            budget -= 1
             if budget == 0:
                 return
+        self._walk = None
+        self._scanned.clear()
 
     def _schedule(self, partition: int) -> DueSchedule:
         return self._schedules.setdefault(partition, DueSchedule())

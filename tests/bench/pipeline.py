@@ -5,9 +5,10 @@
 1. preload: the demo's messy month (duplicates, late, unkeyed, malformed) for N customers;
 2. baseline: a raw aiokafka consumer (getmany loop, JSON decode) over those topics;
 3. throughput: one worker (RocksDB store) from the first to the last committed offset;
-4. size: each customer's last state on the changelog (mean, p99) and the worker's RSS growth;
-5. latency: at half the measured throughput, produce→tier change on the topic (p50/p95/p99);
-6. recovery: restart to processing again, with local RocksDB and from the changelog only.
+4. size: each customer's last state on the changelog (mean, p99);
+5. latency: at half the measured throughput, produce→tier change on the topic (p50/p95/p99).
+
+Restarts at scale are the recovery benchmark's (tests/bench/recovery.py).
 
 Absolute numbers drift on a shared machine; the ratios to the baseline hold.
 """
@@ -88,10 +89,9 @@ async def baseline(run: ScorerRun, total: int) -> float:
     return seen / (time.perf_counter() - (started or time.perf_counter()))
 
 
-async def throughput(run: ScorerRun, total: int) -> tuple[float, int]:
+async def throughput(run: ScorerRun, total: int) -> float:
     """Events per second of one worker, from its first to its last committed offset."""
-    worker, _ = run.start_worker()
-    rss_before = _rss(worker.pid)
+    run.start_worker()
     samples: list[tuple[float, int]] = []
     with tqdm(total=total, desc="scorer", unit="msg") as bar:
         while True:
@@ -104,7 +104,7 @@ async def throughput(run: ScorerRun, total: int) -> tuple[float, int]:
     first = next(s for s in samples if s[1] > 0)
     last = samples[-1]
     rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
-    return rate, _rss(worker.pid) - rss_before
+    return rate
 
 
 async def _committed(run: ScorerRun) -> int:
@@ -118,13 +118,6 @@ async def _committed(run: ScorerRun) -> int:
         await admin.close()
     inputs = {run.topic(k) for k in ("orders", "tickets", "complaints", "customers")}
     return sum(o.offset for tp, o in offsets.items() if tp.topic in inputs and o.offset > 0)
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 async def state_sizes(run: ScorerRun) -> list[int]:
@@ -198,33 +191,6 @@ async def latency(run: ScorerRun, rate: float, seconds: float = 10) -> list[floa
     return sorted((arrived[c] - t) * 1000 for c, t in probes.items() if c in arrived)
 
 
-async def recovery(run: ScorerRun, wipe_local_state: bool) -> float:
-    """Seconds from a worker's start to the tier change of a new customer's first event."""
-    run.stop_all()
-    run.workers.clear()
-    if wipe_local_state:
-        shutil.rmtree(run.workdir / "data-0", ignore_errors=True)
-    started = time.perf_counter()
-    run.start_worker()
-    customer = f"restart-{uuid.uuid4().hex[:8]}"
-    now = datetime.now(UTC)
-    body = {
-        "event_id": uuid.uuid4().hex,
-        "customer_id": customer,
-        "order_id": "r1",
-        "type": "placed",
-        "amount": "1",
-        "occurred_at": now.isoformat(),
-        "promised_at": (now + timedelta(days=1)).isoformat(),
-    }
-    await run.produce([("orders", customer.encode(), json.dumps(body).encode())])
-    changes = await run.read(
-        "tier_changes", timeout=300, until=lambda found: any(c["customer_id"] == customer for c in found)
-    )
-    assert any(c["customer_id"] == customer for c in changes), "the restarted worker never scored"
-    return time.perf_counter() - started
-
-
 def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(share * len(values)))] if values else float("nan")
 
@@ -248,11 +214,9 @@ async def run_all(customers: int, days: float, layout: services.Layout) -> dict[
         await ensure_topics(run.settings())
         total = await preload(run, customers, days)
         raw = await baseline(run, total)
-        scored, rss_growth = await throughput(run, total)
+        scored = await throughput(run, total)
         sizes = await state_sizes(run)
         delays = await latency(run, scored / 2)
-        local = await recovery(run, wipe_local_state=False)
-        changelog = await recovery(run, wipe_local_state=True)
     finally:
         run.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -273,13 +237,11 @@ async def run_all(customers: int, days: float, layout: services.Layout) -> dict[
             "p99": percentile(sizes, 0.99),
             "customers": len(sizes),
         },
-        "rss_growth_bytes_per_100k_customers": rss_growth / max(len(sizes), 1) * 100_000,
-        "restart_seconds": {"local_rocksdb": local, "changelog_only": changelog},
     }
 
 
 def report(r: dict[str, Any]) -> str:
-    lat, size, restart = r["latency_ms_at_half_load"], r["state_bytes"], r["restart_seconds"]
+    lat, size = r["latency_ms_at_half_load"], r["state_bytes"]
     return "\n".join(
         [
             f"customers {r['customers']}, messages {r['messages']}",
@@ -289,10 +251,6 @@ def report(r: dict[str, Any]) -> str:
             f"  latency at half load     p50 {lat['p50']:.0f} ms  p95 {lat['p95']:.0f} ms"
             f"  p99 {lat['p99']:.0f} ms (goal p99 < 250)",
             f"  state per customer       mean {size['mean']:.0f} B  p99 {size['p99']:.0f} B (goal <= 2048)",
-            f"  RSS growth               {r['rss_growth_bytes_per_100k_customers'] / 2**20:.0f} MiB"
-            " per 100k customers",
-            f"  restart to scoring       local RocksDB {restart['local_rocksdb']:.1f} s,"
-            f" changelog only {restart['changelog_only']:.1f} s",
         ]
     )
 

@@ -44,7 +44,6 @@ from streams.app import partition_of
 from streams.positions import PartitionProgress
 from streams.settings import Settings
 from streams.topics import TABLES, ensure_topics
-from tests.bench.pipeline import _rss
 from tests.integration.harness import ScorerRun
 
 PARTITIONS = 4
@@ -100,6 +99,13 @@ async def preload(run: ScorerRun, customers: int) -> tuple[int, float]:
     finally:
         await producer.stop()
     return written, written / customers
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def counted(port: int) -> int:

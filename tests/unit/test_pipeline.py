@@ -37,8 +37,8 @@ class DictTables:
     def progress(self, partition: int) -> PartitionProgress | None:
         return self.reached.get(partition)
 
-    def customer_ids_in(self, partition: int) -> Iterable[str]:
-        return list(self.states)
+    def stored_customers(self) -> Iterable[tuple[int, str, bytes]]:
+        return [(0, cid, state) for cid, state in list(self.states.items())]  # partition 0 only
 
     def store(self, result: BatchResult, *, progress: bool = True) -> None:
         self.states.update({cid: state.to_bytes() for cid, (_, state) in result.states.items()})
