@@ -143,6 +143,10 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         # default they go out a few per request, one request in flight per partition.
         # (Below the broker's default message.max.bytes of 1 MB.)
         producer_max_batch_size=512 * 1024,
+        # Restoring a table from its changelog fetches states of a few KB: at the default 1 MiB
+        # per partition and fetch, a 200k-customer restore took 32-43 s; at 8 MiB, 25 s (4 MiB
+        # did not help). Input partitions fetch this much only when they have a backlog.
+        consumer_max_fetch_size=8 * 1024 * 1024,
         logging_config=None,
     )
 
@@ -247,9 +251,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
 
     @app.timer(interval=0.1)
     async def carry_on() -> None:
-        """Scans of adopted partitions and sweep refreshes go a bounded amount per batch; without
-        input there are no batches but the sweep's, so tick the partitions with work left."""
-        for partition in pipeline.pending():
+        """Scans of adopted partitions and sweep refreshes go a bounded amount per batch; once
+        input stops there are no batches but the sweep's, so tick the partitions with work left."""
+        for partition in pipeline.pending(time.time_ns() // 1000):
             await sweep_topic.send(key=None, value=b"", partition=partition)
 
     async def read_again(tp: Any, position: int, highwater: int) -> None:

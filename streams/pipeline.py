@@ -28,10 +28,12 @@ from streams.positions import InputPositions, PartitionProgress, TopicPartition,
 
 log = logging.getLogger("tierpulse.pipeline")
 # Work that can wait is done a bounded amount per batch, so that no batch stalls live events;
-# while there is no input, the app sends sweep ticks to carry it on (pending()).
+# once no input came for IDLE_AFTER_US (wall clock), the app sends sweep ticks to carry it on
+# (pending()) and batches may do more. A tick amid live input would compete with its events.
+IDLE_AFTER_US = 1_000_000
 # Snapshot refreshes (models/schedule.py; a full evaluation each): after a replay or a restart
 # nearly every customer is due one.
-REFRESHES_PER_BUSY_BATCH = 64
+REFRESHES_PER_BUSY_BATCH = 16
 REFRESHES_PER_IDLE_BATCH = 512
 # Customers of a newly adopted partition scanned (one stored read each): a worker that takes
 # over a large partition scores at once and catches up on the scan batch by batch.
@@ -119,6 +121,7 @@ class Pipeline:
         self._schedules: dict[int, DueSchedule] = {}
         self._refreshes: dict[int, DueSchedule] = {}  # snapshot-only changes, for the sweep
         self._refreshing: set[int] = set()  # partitions whose sweep has refreshes left to do
+        self._input_at_us: int | None = None  # when a batch last carried input
         # The adoption scan (_scan): one walk over the stored customers, and per adopted
         # partition the customers counted already, by the walk or by an event that came first.
         self._walk: Iterator[tuple[int, str, bytes]] | None = None
@@ -137,9 +140,13 @@ class Pipeline:
         stored = tables.progress(tp[1])
         return None if stored is None else stored.next_offsets.get(tp[0])
 
-    def pending(self) -> list[int]:
-        """Partitions with work left that a sweep tick carries on: a scan or refreshes."""
-        return sorted(self._scanned.keys() | self._refreshing)
+    def idle(self, now_us: int) -> bool:
+        return self._input_at_us is None or now_us - self._input_at_us >= IDLE_AFTER_US
+
+    def pending(self, now_us: int) -> list[int]:
+        """Partitions with work left for a sweep tick to carry on (a scan or refreshes), while
+        idle: input batches carry it on themselves."""
+        return sorted(self._scanned.keys() | self._refreshing) if self.idle(now_us) else []
 
     def input_restarted(self, tp: TopicPartition) -> bool:
         """The input partition ends below its stored position: it was recreated, and its next
@@ -185,10 +192,11 @@ class Pipeline:
             self._adopt(partition, tables, result)
             self._evaluate_due(self._schedules.get(partition), partition, tables, touched, result)
             self._refreshing.add(partition)
-        self._refresh(
-            tables, touched, result, REFRESHES_PER_BUSY_BATCH if progressed else REFRESHES_PER_IDLE_BATCH
-        )
-        self._scan(tables, result, SCANS_PER_BUSY_BATCH if progressed else SCANS_PER_IDLE_BATCH)
+        idle = not progressed and self.idle(now_us)
+        self._refresh(tables, touched, result, REFRESHES_PER_IDLE_BATCH if idle else REFRESHES_PER_BUSY_BATCH)
+        self._scan(tables, result, SCANS_PER_IDLE_BATCH if idle else SCANS_PER_BUSY_BATCH)
+        if progressed:
+            self._input_at_us = now_us
         for partition in progressed:
             result.progress[partition] = PartitionProgress(
                 self._max_seen.get(partition), self._positions.of_partition(partition)

@@ -23,7 +23,7 @@ from models.policy import load_policy
 from models.state import CustomerState
 from streams import demo
 from streams.app import FaustTables
-from streams.pipeline import Pipeline, Record, Routing
+from streams.pipeline import IDLE_AFTER_US, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
 from streams.settings import Settings
 
@@ -84,9 +84,11 @@ def main(customers: int, json_path: str | None) -> None:
         pipeline.process([Record("orders", partition, 0, None, _order(partition))], tables, 10**17)
     first = time.perf_counter() - started
     with tqdm(total=customers, desc="scanning", unit="customer") as bar:
-        while pending := pipeline.pending():  # idle batches, as the worker's ticks bring them
+        # Idle batches, as the worker's ticks bring them once input stops.
+        quiet = 10**17 + IDLE_AFTER_US
+        while pending := pipeline.pending(quiet):
             for partition in pending:
-                pipeline.process([Record("sweep", partition, 0, None, b"")], tables, 10**17)
+                pipeline.process([Record("sweep", partition, 0, None, b"")], tables, quiet)
             bar.update(sum(sum(tally.values()) for tally in pipeline.population.values()) - bar.n)
     seconds = time.perf_counter() - started
     result = {

@@ -219,6 +219,7 @@ async def run_all(customers: int, days: float, layout: services.Layout) -> dict[
         delays = await latency(run, scored / 2)
     finally:
         run.stop_all()
+        await run.delete_topics()
         shutil.rmtree(workdir, ignore_errors=True)
     return {
         "customers": customers,

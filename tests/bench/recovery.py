@@ -181,6 +181,7 @@ async def run_all(customers: int, layout: services.Layout) -> dict[str, Any]:
         crashed = await start_and_time(run, customers)
     finally:
         run.stop_all()
+        await run.delete_topics()
         shutil.rmtree(workdir, ignore_errors=True)
     return {
         "customers": customers,

@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +129,18 @@ class ScorerRun:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+    async def delete_topics(self) -> None:
+        """Delete every topic of this run (its inputs, outputs and the tables' changelogs):
+        a benchmark's millions of records should not stay on the broker."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            ours = [t for t in await admin.list_topics() if t.startswith(f"{self.name}-")]
+            if ours:
+                await admin.delete_topics(ours)
+        finally:
+            await admin.close()
 
     def logs(self) -> str:
         text = "\n".join(

@@ -209,11 +209,17 @@ def test_a_sweep_refreshes_stale_snapshots_a_few_per_busy_batch_and_more_when_id
     )
     assert len(refreshed(busy)) == 2
     tables.store(busy)
-    still_busy = scorer.process([Record("orders", 0, 7, b"y", order("y", 1, 1.9))], tables, us(9))
-    assert len(refreshed(still_busy)) == 2
-    tables.store(still_busy)
-    idle = scorer.process([Record("sweep", 0, 1, None, b"")], tables, us(9))
-    assert sorted(refreshed(busy) + refreshed(still_busy) + refreshed(idle)) == customers
+    assert scorer.pending(us(9)) == []  # input flows: its batches carry the refreshes on
+    # A tick amid input (the next input is 0.5 s away) does no more than an input batch.
+    tick = scorer.process([Record("sweep", 0, 1, None, b"")], tables, us(9, minutes=0.5 / 60))
+    assert len(refreshed(tick)) == 2
+    tables.store(tick)
+    # No input for a second: idle, and the rest goes in one tick.
+    quiet = us(9, minutes=1 / 60)
+    assert scorer.pending(quiet) == [0]
+    idle = scorer.process([Record("sweep", 0, 2, None, b"")], tables, quiet)
+    assert sorted(refreshed(busy) + refreshed(tick) + refreshed(idle)) == customers
+    assert scorer.pending(quiet) == []
     assert {e.snapshot.kpis.days_since_last_order for e in idle.evaluations} == {Decimal("0.90")}
 
 
@@ -228,7 +234,7 @@ def test_a_taken_over_partition_is_scanned_a_few_customers_per_busy_batch_counti
     restarted = pipeline()
     busy = restarted.process([Record("orders", 0, 6, b"c0", order("c0", 2))], tables, us(9))
     assert sum(restarted.population[0].values()) == 3  # c0 through its event, two scanned
-    idle = restarted.process([Record("sweep", 0, 0, None, b"")], tables, us(9))
+    idle = restarted.process([Record("sweep", 0, 0, None, b"")], tables, us(9, minutes=1 / 60))
     assert sum(restarted.population[0].values()) == 6
     assert idle.population_changed  # the tier gauge is updated from it
     assert {c for c, _ in busy.outboxes()} | {c for c, _ in idle.outboxes()} == set(customers)
