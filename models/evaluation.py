@@ -16,7 +16,7 @@ from models.outputs import ALERTS, TIER_CHANGES, alert_body, tier_change_body
 from models.policy import Policy
 from models.schedule import next_due
 from models.state import CustomerState
-from models.tiering import UNRATED, TierDecision, change_event_id, composite_score, next_tier
+from models.tiering import UNRATED, TierDecision, change_event_id, composite_score, next_tier, warming_up
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -
     score = composite_score(kpis, segment)
     status = state.status
     change = None
-    if score.composite is not None:
+    if score.composite is not None and not warming_up(state.status, segment, as_of):
         new_tier = next_tier(status.tier, score.composite, segment)
         if new_tier != status.tier:
             previous = status.tier or UNRATED

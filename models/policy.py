@@ -8,7 +8,7 @@ segment is an overlay that applies to a customer when its ``match`` holds for
 the customer's profile (all listed fields equal; without ``match`` a segment
 matches ``segment: <its name>``). Matching overlays apply in ascending
 ``priority`` (then name), each replacing single entries of what came before:
-one KPI's weight, one KPI's good/bad pair, one priority's SLA, the hysteresis.
+one KPI's weight, one KPI's good/bad pair, one priority's SLA, the hysteresis, the warm-up.
 A ``tiers`` table is replaced whole, so bands never interleave. A key account
 that is also service-oriented therefore keeps the key-account weights and takes
 the service-oriented response thresholds, if service-oriented has the higher
@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.event_time import MICROS_PER_MINUTE
+from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE
 from models.kpis import KPI_NAMES, KpiName
 
 Priority = Literal["P1", "P2", "P3", "P4"]
@@ -62,6 +62,7 @@ class SegmentSpec(_Strict):
     kpis: dict[KpiName, KpiThreshold] = {}
     tiers: dict[str, float] | None = None
     hysteresis: Annotated[float, Field(ge=0, le=50)] | None = None
+    warmup_days: Annotated[float, Field(ge=0, le=365)] | None = None
     sla_minutes: dict[Priority, Annotated[float, Field(gt=0)]] = {}
 
 
@@ -104,6 +105,7 @@ class SegmentPolicy:
     tier_minimums: tuple[tuple[str, float], ...]  # best first
     hysteresis: float
     sla_us: tuple[int, int, int, int]  # P1..P4
+    warmup_us: int = 0  # a customer is first rated once its history is this long
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ def _resolve(policy: Policy, overlay_names: list[str]) -> SegmentPolicy:
     weights, thresholds = dict(base.weights), dict(base.kpis)
     tiers: dict[str, float] = dict(base.tiers or {})
     hysteresis = base.hysteresis or 0.0
+    warmup_days = base.warmup_days or 0.0
     sla: dict[Priority, float] = {**DEFAULT_SLA_MINUTES, **base.sla_minutes}
     for name in overlay_names:
         spec = policy.segments[name]
@@ -156,6 +159,7 @@ def _resolve(policy: Policy, overlay_names: list[str]) -> SegmentPolicy:
         sla.update(spec.sla_minutes)
         tiers = dict(spec.tiers) if spec.tiers is not None else tiers
         hysteresis = spec.hysteresis if spec.hysteresis is not None else hysteresis
+        warmup_days = spec.warmup_days if spec.warmup_days is not None else warmup_days
     return SegmentPolicy(
         name="+".join(overlay_names) or policy.default_segment,
         matched=tuple(overlay_names) or (policy.default_segment,),
@@ -164,6 +168,7 @@ def _resolve(policy: Policy, overlay_names: list[str]) -> SegmentPolicy:
         tier_minimums=tuple((tier, tiers[tier]) for tier in policy.tiers),
         hysteresis=hysteresis,
         sla_us=_sla_us(sla),
+        warmup_us=round(warmup_days * MICROS_PER_DAY),
     )
 
 

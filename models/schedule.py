@@ -23,7 +23,7 @@ from models.event_time import MICROS_PER_DAY, Window
 from models.kpis import KpiName, Kpis
 from models.policy import Policy, SegmentPolicy
 from models.state import CustomerState
-from models.tiering import UNRATED, composite_score, next_tier
+from models.tiering import UNRATED, composite_score, next_tier, warming_up
 
 _STEP = MICROS_PER_DAY // 100  # days_since_last_order has two decimals
 _HALF_STEP = _STEP // 2
@@ -61,6 +61,8 @@ def next_due(
         if ticket.resolved_us is not None:
             counted.append(ticket.resolved_us)
     counted += state.complaints.values()
+    if warming_up(state.status, segment, as_of) and state.status.first_seen is not None:
+        candidates.append(state.status.first_seen + segment.warmup_us)
     # Of the counted instants still in the window, the earliest leaves it first.
     low = window.first_bucket(as_of) * bucket_us
     earliest = min((t for t in counted if t >= low), default=None)
@@ -99,11 +101,13 @@ def _recency_due(
         last = min(last, (before - 1 - latest_placed - _HALF_STEP) // _STEP)
     tier = state.status.tier
     holding = set(state.status.alerts)
+    # Before `before`, which is no later than the warm-up's end: no first rating while warming up.
+    rates = not warming_up(state.status, segment, as_of)
 
     def differs(step: int) -> bool:
         trial = replace(kpis, days_since_last_order=Decimal(step + 1) / 100)
         score = composite_score(trial, segment).composite
-        if score is not None and next_tier(tier, score, segment) != tier:
+        if rates and score is not None and next_tier(tier, score, segment) != tier:
             return True
         instant = latest_placed + _HALF_STEP + step * _STEP
         now = conditions(policy.alerts, state, trial, tier or UNRATED, segment, instant)

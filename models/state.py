@@ -86,6 +86,7 @@ class TierStatus:
     fired: int = 0  # alerts fired so far: makes alert ids deterministic
     fingerprint: str = ""  # of the last snapshot's content, to write only what changed
     as_of: int | None = None  # of the last evaluation
+    first_seen: int | None = None  # earliest event time accepted: where the history starts (warm-up)
     # Outputs decided but not yet known to be delivered: [output kind, JSON body]. Stored with the
     # state so that a crash can only re-send what the stored state decided (same ids), never lose it.
     outbox: list[list[Any]] = field(default_factory=list)
@@ -149,6 +150,8 @@ class CustomerState:
         if not changed:
             return Outcome.DUPLICATE
         self.seen[event_key] = window.bucket_of(occurred)
+        first_seen = self.status.first_seen
+        self.status.first_seen = occurred if first_seen is None else min(first_seen, occurred)
         return Outcome.ACCEPTED
 
     def set_profile(self, profile: CustomerProfile | None) -> None:
@@ -360,7 +363,7 @@ class CustomerState:
 
 
 # The stored layout. Absent instants are stored as _NONE (no event time is that far back).
-_FORMAT = 2
+_FORMAT = 3
 _NONE = -(2**63)
 _HEAD = struct.Struct("<Bqqi")  # format, due, refresh, length of the JSON summary that follows
 _COUNTS = struct.Struct("<iiiii")  # length of the JSON meta, then the number of each kind of row
@@ -372,7 +375,7 @@ _TICKET = struct.Struct(
 )  # key, opened, first response, resolved, last, priority, satisfaction (0: none)
 _PAIR = struct.Struct("<Qq")  # complaint key and occurred; remembered event id and its bucket
 _SUMMARY_FIELDS = ("as_of", "policy_version", "tier", "segment")
-_META_FIELDS = ("score", "change_score", "changes", "fired", "fingerprint", "outbox", "alerts")
+_META_FIELDS = ("score", "change_score", "changes", "fired", "fingerprint", "first_seen", "outbox", "alerts")
 
 
 def _read_head(raw: bytes) -> tuple[StoredSummary, int]:

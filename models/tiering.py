@@ -7,6 +7,7 @@ from hashlib import sha256
 
 from models.kpis import KPI_NAMES, KpiName, Kpis
 from models.policy import SegmentPolicy
+from models.state import TierStatus
 
 UNRATED = "unrated"
 
@@ -75,6 +76,14 @@ def next_tier(current: str | None, score: float, segment: SegmentPolicy) -> str:
     if score < minimums[current] - h:
         return band(score, segment)
     return current
+
+
+def warming_up(status: TierStatus, segment: SegmentPolicy, as_of: int) -> bool:
+    """Not rated yet, and its history (from the earliest event accepted) is shorter than the
+    segment's warm-up: a first rating on a few days of events would flap soon after."""
+    if status.tier is not None or segment.warmup_us == 0:
+        return False
+    return status.first_seen is None or as_of < status.first_seen + segment.warmup_us
 
 
 @dataclass(frozen=True, slots=True)

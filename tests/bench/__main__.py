@@ -1,27 +1,30 @@
-"""``python -m tests.bench [core|pipeline|adoption|recovery|all] [--customers N] [--days D]``
+"""``python -m tests.bench [core|warmup|pipeline|adoption|recovery|all] [--customers N] [--days D]``
 
-Results go to bench-results/ (--json-dir DIR).
+Without --customers each benchmark runs at its own scale: warmup 200 customers, pipeline 1,000
+(a month of their events), adoption and recovery 100,000. Results go to bench-results/ (--json-dir DIR).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from tests.bench import adoption, core, pipeline, recovery
+from tests.bench import adoption, core, pipeline, recovery, warmup
 
 parser = argparse.ArgumentParser(prog="python -m tests.bench")
 parser.add_argument(
-    "which", nargs="?", default="all", choices=["core", "pipeline", "adoption", "recovery", "all"]
+    "which", nargs="?", default="all", choices=["core", "warmup", "pipeline", "adoption", "recovery", "all"]
 )
-parser.add_argument("--customers", type=int, default=1000)
+parser.add_argument("--customers", type=int, help="customers, for every benchmark chosen")
 parser.add_argument("--days", type=float, default=30)
 parser.add_argument("--json-dir", default="bench-results")
 args = parser.parse_args()
 if args.which in ("core", "all"):
     core.main(f"{args.json_dir}/core.json")
+if args.which in ("warmup", "all"):
+    warmup.main(args.customers or 200, f"{args.json_dir}/warmup.json")
 if args.which in ("pipeline", "all"):
-    pipeline.main(args.customers, args.days, f"{args.json_dir}/pipeline.json")
+    pipeline.main(args.customers or 1_000, args.days, f"{args.json_dir}/pipeline.json")
 if args.which in ("adoption", "all"):
-    adoption.main(args.customers, f"{args.json_dir}/adoption.json")
+    adoption.main(args.customers or 100_000, f"{args.json_dir}/adoption.json")
 if args.which in ("recovery", "all"):
-    recovery.main(args.customers, f"{args.json_dir}/recovery.json")
+    recovery.main(args.customers or 100_000, f"{args.json_dir}/recovery.json")

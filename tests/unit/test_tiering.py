@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from models.evaluation import evaluate
 from models.event_time import MICROS_PER_DAY, Window
 from models.kpis import Kpis
-from models.policy import KpiThreshold, SegmentPolicy, parse_policy
+from models.policy import KpiThreshold, PolicyError, SegmentPolicy, parse_policy
 from models.state import CustomerState
 from models.tiering import UNRATED, band, change_event_id, composite_score, kpi_score, next_tier
 from tests.unit.builders import feed, placed, us
@@ -82,21 +83,20 @@ def test_change_ids_are_deterministic_and_distinct() -> None:
     assert change_event_id("客户", 0, UNRATED, "key") != change_event_id("客户", 1, UNRATED, "key")
 
 
-POLICY = parse_policy(
-    {
-        "version": "v7",
-        "tiers": ["gold", "silver", "bronze"],
-        "default_segment": "base",
-        "segments": {
-            "base": {
-                "weights": {"order_count": 1},
-                "kpis": {"order_count": {"good": 10, "bad": 0}},
-                "tiers": {"gold": 80, "silver": 50, "bronze": 0},
-                "hysteresis": 5,
-            }
-        },
-    }
-)
+POLICY_RAW: dict[str, Any] = {
+    "version": "v7",
+    "tiers": ["gold", "silver", "bronze"],
+    "default_segment": "base",
+    "segments": {
+        "base": {
+            "weights": {"order_count": 1},
+            "kpis": {"order_count": {"good": 10, "bad": 0}},
+            "tiers": {"gold": 80, "silver": 50, "bronze": 0},
+            "hysteresis": 5,
+        }
+    },
+}
+POLICY = parse_policy(POLICY_RAW)
 
 
 def test_evaluation_emits_an_explained_chain_of_changes() -> None:
@@ -139,3 +139,31 @@ def test_a_customer_with_no_defined_weighted_kpi_stays_unrated() -> None:
     result = evaluate(CustomerState("c1"), policy, Window(), us(1))
     assert result.snapshot.tier == UNRATED and result.snapshot.score is None and result.change is None
     assert result.snapshot.redis_fields()["score"] == "" and result.snapshot.redis_fields()["csat"] == ""
+
+
+def test_a_warm_up_holds_the_first_rating_until_the_history_is_long_enough() -> None:
+    raw = POLICY_RAW | {"segments": {"base": POLICY_RAW["segments"]["base"] | {"warmup_days": 7}}}
+    policy, window, state = parse_policy(raw), Window(MICROS_PER_DAY, 30), CustomerState("c1")
+    assert evaluate(state, policy, window, us(0)).snapshot.tier == UNRATED  # no history at all
+    watermark = feed(state, window, placed("o1", 2, promised_day=20), placed("o2", 1, promised_day=20))
+    early = evaluate(state, policy, window, watermark)  # its history starts on day 1
+    assert (early.snapshot.tier, early.snapshot.score, early.change) == (UNRATED, 20.0, None)
+    assert early.due == us(8)  # the warm-up ends: rated then, without another event
+    assert evaluate(state, policy, window, us(8) - 1).change is None
+    rated = evaluate(state, policy, window, us(8))
+    assert rated.change is not None and (rated.change.previous_tier, rated.change.new_tier) == (
+        UNRATED,
+        "bronze",
+    )
+    for i in range(8):  # once rated, the tier moves as usual at once
+        feed(state, window, placed(f"late{i}", 8.5))
+    assert evaluate(state, policy, window, us(9)).snapshot.tier == "gold"
+
+
+def test_warm_up_is_per_segment_and_refused_when_negative() -> None:
+    segments = POLICY_RAW["segments"] | {"new": {"warmup_days": 14}}
+    policy = parse_policy(POLICY_RAW | {"segments": segments})
+    assert policy.segment_for({"segment": "new"}).warmup_us == 14 * MICROS_PER_DAY
+    assert policy.segment_for(None).warmup_us == 0
+    with pytest.raises(PolicyError, match=r"segments\.new\.warmup_days"):
+        parse_policy(POLICY_RAW | {"segments": POLICY_RAW["segments"] | {"new": {"warmup_days": -1}}})
