@@ -78,7 +78,7 @@ def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -
     score = composite_score(kpis, segment)
     status = state.status
     change = None
-    if score.composite is not None and not warming_up(state.status, segment, as_of):
+    if score.composite is not None and not warming_up(status, segment, as_of):
         new_tier = next_tier(status.tier, score.composite, segment)
         if new_tier != status.tier:
             previous = status.tier or UNRATED

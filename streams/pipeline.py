@@ -429,11 +429,10 @@ class Pipeline:
             if key is not None:
                 self.population[partition][key] += 1
                 result.population_changed = True
-            as_of = self.as_of(partition)
             if summary.as_of is not None and summary.policy_version == self.policy.version:
                 self._schedule(partition).set(customer_id, summary.due)
                 self._refreshes.setdefault(partition, DueSchedule()).set(customer_id, summary.refresh)
-            elif as_of is not None:
+            elif (as_of := self.as_of(partition)) is not None:
                 self._schedule(partition).set(customer_id, as_of)
             if summary.has_outbox:  # Redis may not have these outputs' snapshot either
                 state = CustomerState.from_bytes(stored)

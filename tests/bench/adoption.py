@@ -1,5 +1,5 @@
 """What a worker does on first contact with a partition after a restart or a rebalance:
-list its customers, then scan them — read each stored summary, count it for the tier gauge, pick
+walk its stored customers — read each one's summary, count it for the tier gauge, pick
 up stored outboxes, schedule it as its last evaluation left it — a bounded number per batch (the
 first batches score at once), with the sweep refreshes that fall due meanwhile. Measured in-process
 (no Kafka) on N customers whose states are those of the demo's month: the time to the first
