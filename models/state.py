@@ -133,11 +133,10 @@ class CustomerState:
 
     # ------------------------------------------------------------ absorbing
 
-    def absorb(self, event: Event, window: Window, watermark: int | None) -> Outcome:
-        """Merge one valid event. ``watermark`` is T before this event (None: none yet)."""
+    def absorb(self, event: Event, window: Window) -> Outcome:
+        """Merge one valid event that is not late (lateness is its input stream's to judge:
+        models/event_time.py, EventClock)."""
         occurred = event.occurred_us
-        if watermark is not None and window.is_late(occurred, watermark):
-            return Outcome.LATE
         event_key = stable_hash(event.event_id)
         if event_key in self.seen:
             return Outcome.DUPLICATE

@@ -47,6 +47,7 @@ from sinks.base import SinkUnavailable
 from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
 from sinks.redis import RedisSnapshotSink
+from streams.offsets import InputOffsets
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
 from streams.settings import Settings
@@ -194,13 +195,16 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         max_event_bytes=settings.max_event_bytes,
     )
     outputs = _Outputs(sinks, redis_sink, metrics, pipeline)
+    # The streams whose reading moves event time: every input but the customer profiles.
+    input_offsets = InputOffsets(lambda: app.consumer, sorted(inputs - {names.customers}))
 
     @app.agent(source)
     async def score(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
-            result = pipeline.process([_record(e) for e in events], tables, time.time_ns() // 1000)
             by_partition = {e.message.partition: e for e in events}
+            offsets = await input_offsets.held(by_partition)
+            result = pipeline.process([_record(e) for e in events], tables, time.time_ns() // 1000, offsets)
             await _watched("dead letters and re-keyed input", outputs.send_input_side(result))
             store(result.states.items(), by_partition)
             await _watched("the changelog", _flush_until_acked(app.producer))
@@ -300,7 +304,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal types want a sync handler
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
-        pipeline.forget({tp.partition for tp in revoked if tp.topic in inputs or tp.topic == names.sweep})
+        partitions = {tp.partition for tp in revoked if tp.topic in inputs or tp.topic == names.sweep}
+        pipeline.forget(partitions)
+        input_offsets.forget(partitions)
         outputs.update_population()
 
     @app.task

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from models.evaluation import Evaluation, Snapshot, current_snapshot, evaluate
-from models.event_time import Window
+from models.event_time import EARLIEST, EventClock, Window
 from models.events import CustomerProfile, Invalid, Topic, decode
 from models.policy import Policy
 from models.schedule import DueSchedule
@@ -116,7 +116,12 @@ class Pipeline:
         self.policy, self.window, self.routing = policy, window, routing
         self.lateness_us, self.max_future_skew_us = lateness_us, max_future_skew_us
         self.max_event_bytes = max_event_bytes
-        self._max_seen: dict[int, int] = {}
+        self._clocks: dict[int, EventClock] = {}
+        # The input streams of a partition, as far as event time goes (models/event_time.py).
+        self._streams = (
+            *(t for t, kind in routing.inputs.items() if kind is not Topic.CUSTOMERS),
+            routing.rekeyed,
+        )
         self._positions = InputPositions()
         self._schedules: dict[int, DueSchedule] = {}
         self._refreshes: dict[int, DueSchedule] = {}  # snapshot-only changes, for the sweep
@@ -129,9 +134,9 @@ class Pipeline:
         self.population: dict[int, Tally[tuple[str, str]]] = {}
 
     def as_of(self, partition: int) -> int | None:
-        """The partition's watermark T: largest occurred_at seen minus the allowed lateness."""
-        seen = self._max_seen.get(partition)
-        return None if seen is None else seen - self.lateness_us
+        """The partition's watermark T (models/event_time.py), the allowed lateness taken off."""
+        clock = self._clocks.get(partition)
+        return None if clock is None else clock.watermark
 
     def position(self, tp: TopicPartition, tables: StateTables) -> int | None:
         """The next offset to process on an input partition, if any was ever processed."""
@@ -156,7 +161,7 @@ class Pipeline:
     def forget(self, partitions: set[int]) -> None:
         """Partitions moved to another worker: drop what this process kept for them."""
         for partition in partitions:
-            self._max_seen.pop(partition, None)
+            self._clocks.pop(partition, None)
             self._schedules.pop(partition, None)
             self._refreshes.pop(partition, None)
             self._refreshing.discard(partition)
@@ -164,11 +169,23 @@ class Pipeline:
             self.population.pop(partition, None)
         self._positions.forget(partitions)
 
-    def process(self, records: list[Record], tables: StateTables, now_us: int) -> BatchResult:
+    def process(
+        self,
+        records: list[Record],
+        tables: StateTables,
+        now_us: int,
+        offsets: Mapping[TopicPartition, range] | None = None,
+    ) -> BatchResult:
+        """``offsets``: the offsets Kafka holds (log start to high-water mark) of the input
+        streams of the batch's partitions. A stream whose next offset to process lies below the
+        end has records left to read and holds the watermark back; one not given counts as read
+        to its end."""
+        offsets = offsets or {}
         result = BatchResult()
         touched: dict[str, _Touched] = {}
         sweeps: set[int] = set()
         progressed: set[int] = set()
+        clocked: set[int] = set()  # partitions whose watermark moved
         for record in records:
             if record.topic == self.routing.sweep:
                 sweeps.add(record.partition)
@@ -176,20 +193,23 @@ class Pipeline:
             if not self._in_order(record, tables, result):
                 continue
             progressed.add(record.partition)
-            before = self.as_of(record.partition)
             customer_id = self._route(record, tables, now_us, touched, result)
+            moved = self._advance(record.partition, offsets)
             if customer_id is not None:
                 # After each event, not once per batch: with hysteresis the tier depends on the
                 # path, and the path must not depend on where Kafka happened to cut batches.
                 self._evaluate(customer_id, touched[customer_id], result, always_write=True)
-            if self.as_of(record.partition) != before:
-                # The watermark moved: whoever fell due (a deadline, a promise, the window's
-                # edge) is evaluated now, at this event — not whenever a wall-clock sweep runs.
+            if moved:
+                # Whoever fell due (a deadline, a promise, the window's edge) is evaluated now,
+                # at this event — not whenever a wall-clock sweep runs.
+                clocked.add(record.partition)
                 self._evaluate_due(
                     self._schedules.get(record.partition), record.partition, tables, touched, result
                 )
         for partition in sweeps:
             self._adopt(partition, tables, result)
+            if self._advance(partition, offsets):  # a stream read to its end holds T no more
+                clocked.add(partition)
             self._evaluate_due(self._schedules.get(partition), partition, tables, touched, result)
             self._refreshing.add(partition)
         idle = not progressed and self.idle(now_us)
@@ -197,11 +217,23 @@ class Pipeline:
         self._scan(tables, result, SCANS_PER_IDLE_BATCH if idle else SCANS_PER_BUSY_BATCH)
         if progressed:
             self._input_at_us = now_us
-        for partition in progressed:
+        for partition in progressed | clocked:
+            clock = self._clocks[partition]
             result.progress[partition] = PartitionProgress(
-                self._max_seen.get(partition), self._positions.of_partition(partition)
+                self._positions.of_partition(partition), dict(clock.frontiers), clock.watermark
             )
         return result
+
+    def _advance(self, partition: int, offsets: Mapping[TopicPartition, range]) -> bool:
+        """Move the partition's watermark as far as its streams allow; True if it moved."""
+        behind = []
+        for topic in self._streams:
+            held = offsets.get((topic, partition))
+            if held is not None:
+                position = self._positions.next_offset((topic, partition))
+                if (held.start if position is None else position) < held.stop:
+                    behind.append(topic)
+        return self._clocks[partition].advance(behind)
 
     def _in_order(self, record: Record, tables: StateTables, result: BatchResult) -> bool:
         """Whether the record is the next one of its input partition (streams/positions.py);
@@ -266,6 +298,15 @@ class Pipeline:
                 parsed.reason,
             )
             return None
+        if not isinstance(parsed, CustomerProfile):
+            # Judged against the stream the event was first written to: a re-keyed event was
+            # judged there, and only one that was not late was re-keyed.
+            clock, occurred = self._clocks[record.partition], parsed.occurred_us
+            late = record.topic != self.routing.rekeyed and clock.is_late(record.topic, occurred, self.window)
+            clock.observe(record.topic, occurred)
+            if late:
+                result.outcomes[(kind.value, Outcome.LATE.value)] += 1
+                return None
         key = parsed.customer_id.encode("utf-8")
         if record.key != key:
             headers = {
@@ -279,11 +320,8 @@ class Pipeline:
             state.set_profile(parsed)
             result.outcomes[(kind.value, Outcome.ACCEPTED.value)] += 1
             return parsed.customer_id
-        outcome = state.absorb(parsed, self.window, self.as_of(record.partition))
+        outcome = state.absorb(parsed, self.window)
         result.outcomes[(kind.value, outcome.value)] += 1
-        occurred = parsed.occurred_us
-        if occurred > self._max_seen.get(record.partition, occurred - 1):
-            self._max_seen[record.partition] = occurred
         return parsed.customer_id
 
     def _kind_of(self, record: Record) -> tuple[Topic | None, tuple[str, int, int]]:
@@ -340,8 +378,9 @@ class Pipeline:
         self, customer_id: str, entry: _Touched, result: BatchResult, *, always_write: bool
     ) -> None:
         as_of = self.as_of(entry.partition)
-        if as_of is None:  # only profiles so far: nothing to score against
+        if as_of is None:  # no watermark yet (a stream not read yet holds it): scored at the first
             result.states[customer_id] = (entry.partition, entry.state)
+            self._schedule(entry.partition).set(customer_id, EARLIEST)
             return
         evaluation = evaluate(entry.state, self.policy, self.window, as_of)
         self._schedule(entry.partition).set(customer_id, evaluation.due)
@@ -400,9 +439,9 @@ class Pipeline:
         if partition in self._schedules:
             return
         reached = tables.progress(partition)
+        clock = self._clocks[partition] = EventClock(self.lateness_us)
         if reached is not None:
-            if reached.max_seen is not None:
-                self._max_seen[partition] = reached.max_seen
+            clock.frontiers, clock.watermark = dict(reached.frontiers), reached.watermark
             self._positions.adopt(partition, reached.next_offsets)
         self._schedule(partition)
         self.population.setdefault(partition, Tally())
@@ -432,8 +471,8 @@ class Pipeline:
             if summary.as_of is not None and summary.policy_version == self.policy.version:
                 self._schedule(partition).set(customer_id, summary.due)
                 self._refreshes.setdefault(partition, DueSchedule()).set(customer_id, summary.refresh)
-            elif (as_of := self.as_of(partition)) is not None:
-                self._schedule(partition).set(customer_id, as_of)
+            else:
+                self._schedule(partition).set(customer_id, EARLIEST)
             if summary.has_outbox:  # Redis may not have these outputs' snapshot either
                 state = CustomerState.from_bytes(stored)
                 result.states.setdefault(customer_id, (partition, state))

@@ -38,18 +38,27 @@ class Verdict(Enum):
 
 @dataclass
 class PartitionProgress:
-    """What a state partition has seen: its largest occurred_at and its input positions."""
+    """What a state partition has seen: its input positions and its event clock's frontiers and
+    watermark (models/event_time.py), stored together so that a restart resumes both."""
 
-    max_seen: int | None = None
     next_offsets: dict[str, int] = field(default_factory=dict)  # input topic -> next offset
+    frontiers: dict[str, int] = field(default_factory=dict)  # input topic -> largest occurred_at
+    watermark: int | None = None
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"max_seen": self.max_seen, "next": self.next_offsets}, sort_keys=True).encode()
+        stored = {"next": self.next_offsets, "frontiers": self.frontiers, "watermark": self.watermark}
+        return json.dumps(stored, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PartitionProgress:
         decoded = json.loads(data)
-        return cls(decoded["max_seen"], {str(t): int(n) for t, n in decoded["next"].items()})
+        # Before 0.4 a partition kept one largest occurred_at ("max_seen"), its watermark then.
+        watermark = decoded.get("watermark", decoded.get("max_seen"))
+        return cls(
+            {str(t): int(n) for t, n in decoded["next"].items()},
+            {str(t): int(f) for t, f in decoded.get("frontiers", {}).items()},
+            None if watermark is None else int(watermark),
+        )
 
 
 class InputPositions:

@@ -16,33 +16,51 @@ from models.events import ComplaintEvent, Event, OrderEvent, TicketEvent, to_mic
 
 @dataclass
 class ReferenceLog:
-    """Arrival-ordered replay: which events were accepted, and the watermark."""
+    """A replay by input stream (contract v2 §3): each stream's events are offered in that
+    stream's own order; an event is late when its bucket is older than the window as of the
+    largest occurred_at offered before it on the same stream. Streams may be interleaved in any
+    way: the verdicts do not depend on it."""
 
     bucket_us: int
     buckets: int
     accepted: list[Event] = field(default_factory=list)
-    watermark: int | None = None
+    late: list[Event] = field(default_factory=list)
+    frontiers: dict[object, int] = field(default_factory=dict)
+    _ids: set[str] = field(default_factory=set)
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Event, stream: object = "input") -> None:
         occurred = to_micros(event.occurred_at)
-        if self.watermark is not None:
-            first_bucket = self.watermark // self.bucket_us - self.buckets + 1
-            if occurred // self.bucket_us < first_bucket:
-                return  # late: older than the window at arrival
-        if all(e.event_id != event.event_id for e in self.accepted):
+        frontier = self.frontiers.get(stream)
+        if (
+            frontier is not None
+            and occurred // self.bucket_us < frontier // self.bucket_us - self.buckets + 1
+        ):
+            self.late.append(event)
+        elif event.event_id not in self._ids:
+            self._ids.add(event.event_id)
             self.accepted.append(event)
-        self.watermark = occurred if self.watermark is None else max(self.watermark, occurred)
+        self.frontiers[stream] = occurred if frontier is None else max(frontier, occurred)
+
+    @property
+    def watermark(self) -> int | None:
+        """T once every stream is read to its end: the largest occurred_at offered."""
+        return max(self.frontiers.values(), default=None)
 
     def in_window(self, micros: int, as_of: int) -> bool:
         last = as_of // self.bucket_us
         return last - self.buckets < micros // self.bucket_us <= last
 
-    def kpis(self, as_of: int, sla_minutes: dict[str, float]) -> dict[str, object]:
+    def kpis(
+        self, as_of: int, sla_minutes: dict[str, float], customer_id: str | None = None
+    ) -> dict[str, object]:
+        """The KPIs of the accepted events (of one customer, if named) as of ``as_of``."""
         inside = self.in_window
         orders: dict[str, list[OrderEvent]] = {}
         tickets: dict[str, list[TicketEvent]] = {}
         complaints: dict[str, ComplaintEvent] = {}
         for e in self.accepted:
+            if customer_id is not None and e.customer_id != customer_id:
+                continue
             if isinstance(e, OrderEvent):
                 orders.setdefault(e.order_id, []).append(e)
             elif isinstance(e, TicketEvent):

@@ -43,7 +43,7 @@ def _month_states() -> tuple[list[bytes], int]:
         if isinstance(event, Invalid):
             continue
         state = states.setdefault(event.customer_id, CustomerState(event.customer_id))
-        state.absorb(event, window, watermark or None)
+        state.absorb(event, window)
         watermark = max(watermark, event.occurred_us)
     for state in states.values():
         evaluate(state, policy, window, watermark)

@@ -56,7 +56,7 @@ def run(rounds: int = 5) -> dict[str, dict[str, float]]:
             state, watermark = CustomerState(account.customer_id), None
             started = time.perf_counter()
             for event in events:
-                state.absorb(event, window, watermark)
+                state.absorb(event, window)
                 watermark = event.occurred_us if watermark is None else max(watermark, event.occurred_us)
                 evaluate(state, policy, window, watermark)
             per_event.append((time.perf_counter() - started) / len(events) * 1e6)

@@ -67,7 +67,7 @@ def month_states(end: datetime) -> tuple[list[bytes], int]:
         event = decode(message.kind, message.value, now_us=10**17, max_future_skew_us=0)
         if not isinstance(event, Invalid):
             state = states.setdefault(event.customer_id, CustomerState(PLACEHOLDER))
-            state.absorb(event, window, watermark or None)
+            state.absorb(event, window)
             watermark = max(watermark, event.occurred_us)
     encoded = []
     for state in states.values():

@@ -72,7 +72,7 @@ def _changes(
         if state is None:
             state = states[event.customer_id] = CustomerState(event.customer_id)
             state.set_profile(profiles.get(event.customer_id))
-        state.absorb(event, window, None)
+        state.absorb(event, window)
         evaluate_now(state, event.occurred_us)
     return changes
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from models.event_time import to_micros
+from models.event_time import EventClock, to_micros
 from models.events import ComplaintEvent, Event, OrderEvent, TicketEvent
+from streams.pipeline import BatchResult
+from streams.positions import PartitionProgress
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 _counter = iter(range(10**9))
@@ -79,10 +82,36 @@ def complaint(complaint_id: str, day: float, customer: str = "c1") -> ComplaintE
 
 
 def feed(state: Any, window: Any, *events: Event) -> int:
-    """Absorb in order, moving the watermark like the scorer; return the final watermark."""
-    watermark = None
+    """Absorb in order as read from one input stream, lateness judged like the scorer does;
+    return the final watermark."""
+    clock = EventClock()
     for event in events:
-        state.absorb(event, window, watermark)
-        watermark = event.occurred_us if watermark is None else max(watermark, event.occurred_us)
-    assert watermark is not None
-    return watermark
+        if not clock.is_late("input", event.occurred_us, window):
+            state.absorb(event, window)
+        clock.observe("input", event.occurred_us)
+    clock.advance(())
+    assert clock.watermark is not None
+    return clock.watermark
+
+
+class DictTables:
+    """The scorer's two tables as dicts (streams/pipeline.py, StateTables)."""
+
+    def __init__(self, partition_of: Callable[[str], int] = lambda customer_id: 0) -> None:
+        self.states: dict[str, bytes] = {}
+        self.reached: dict[int, PartitionProgress] = {}
+        self.partition_of = partition_of
+
+    def customer(self, customer_id: str) -> bytes | None:
+        return self.states.get(customer_id)
+
+    def progress(self, partition: int) -> PartitionProgress | None:
+        return self.reached.get(partition)
+
+    def stored_customers(self) -> Iterable[tuple[int, str, bytes]]:
+        return [(self.partition_of(cid), cid, state) for cid, state in list(self.states.items())]
+
+    def store(self, result: BatchResult, *, progress: bool = True) -> None:
+        self.states.update({cid: state.to_bytes() for cid, (_, state) in result.states.items()})
+        if progress:  # as the worker does: only after the states
+            self.reached.update(result.progress)

@@ -39,25 +39,25 @@ ALWAYS_STRATEGIC = parse_policy(
 
 def test_p1_ticket_of_a_strategic_customer_fires_thirty_minutes_before_its_deadline() -> None:
     state = CustomerState("vip")
-    state.absorb(ticket("t1", "opened", 1, 0, customer="vip", priority="P1"), WINDOW, None)
+    state.absorb(ticket("t1", "opened", 1, 0, customer="vip", priority="P1"), WINDOW)
     seen = []
     for minute in (0, 29, 30, 31, 45, 61):  # sweeps at these instants of event time
         seen += [
             (minute, a.state, a.value)
             for a in evaluate(state, ALWAYS_STRATEGIC, WINDOW, us(1, minute)).alerts
         ]
-    state.absorb(ticket("t1", "first_response", 1, 62, customer="vip"), WINDOW, us(1, 61))
+    state.absorb(ticket("t1", "first_response", 1, 62, customer="vip"), WINDOW)
     seen += [(62, a.state, a.threshold) for a in evaluate(state, ALWAYS_STRATEGIC, WINDOW, us(1, 62)).alerts]
     assert seen == [(30, "firing", 30.0), (62, "resolved", 30.0)]
 
 
 def test_alerts_fire_once_and_resolve_once_for_an_answered_ticket() -> None:
     state = CustomerState("c9")
-    state.absorb(ticket("t1", "opened", 1, 0, customer="c9", priority="P1"), WINDOW, None)
+    state.absorb(ticket("t1", "opened", 1, 0, customer="c9", priority="P1"), WINDOW)
     states = []
     for minute in (10, 59, 60, 61, 70):
         states += [(minute, a.rule, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, minute)).alerts]
-    state.absorb(ticket("t1", "first_response", 1, 75, customer="c9"), WINDOW, us(1, 70))
+    state.absorb(ticket("t1", "first_response", 1, 75, customer="c9"), WINDOW)
     states += [(75, a.rule, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, 75)).alerts]
     states += [(80, a.rule, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, 80)).alerts]
     unanswered = [(m, s) for m, r, s in states if r == "p1_ticket_unanswered"]
@@ -67,9 +67,9 @@ def test_alerts_fire_once_and_resolve_once_for_an_answered_ticket() -> None:
 def test_alert_ids_pair_firing_with_resolved_and_are_deterministic() -> None:
     def run() -> list[tuple[str, str]]:
         state = CustomerState("c9")
-        state.absorb(ticket("t1", "opened", 1, 0, customer="c9", priority="P1"), WINDOW, None)
+        state.absorb(ticket("t1", "opened", 1, 0, customer="c9", priority="P1"), WINDOW)
         out = [(a.alert_id, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, 61)).alerts]
-        state.absorb(ticket("t1", "first_response", 1, 62, customer="c9"), WINDOW, us(1, 61))
+        state.absorb(ticket("t1", "first_response", 1, 62, customer="c9"), WINDOW)
         return out + [(a.alert_id, a.state) for a in evaluate(state, POLICY, WINDOW, us(1, 62)).alerts]
 
     first = run()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Iterable
 from decimal import Decimal
 
 import pytest
@@ -15,8 +14,7 @@ from models.events import Topic
 from models.policy import load_policy
 from models.state import StoredSummary
 from streams.pipeline import KIND_HEADER, ORIGIN_HEADER, BatchResult, Pipeline, Record, Routing
-from streams.positions import PartitionProgress
-from tests.unit.builders import at, us
+from tests.unit.builders import DictTables, at, us
 
 KINDS = {
     "orders": Topic.ORDERS,
@@ -24,26 +22,6 @@ KINDS = {
     "complaints": Topic.COMPLAINTS,
     "customers": Topic.CUSTOMERS,
 }
-
-
-class DictTables:
-    def __init__(self) -> None:
-        self.states: dict[str, bytes] = {}
-        self.reached: dict[int, PartitionProgress] = {}
-
-    def customer(self, customer_id: str) -> bytes | None:
-        return self.states.get(customer_id)
-
-    def progress(self, partition: int) -> PartitionProgress | None:
-        return self.reached.get(partition)
-
-    def stored_customers(self) -> Iterable[tuple[int, str, bytes]]:
-        return [(0, cid, state) for cid, state in list(self.states.items())]  # partition 0 only
-
-    def store(self, result: BatchResult, *, progress: bool = True) -> None:
-        self.states.update({cid: state.to_bytes() for cid, (_, state) in result.states.items()})
-        if progress:  # as the worker does: only after the states
-            self.reached.update(result.progress)
 
 
 def pipeline() -> Pipeline:
@@ -152,7 +130,7 @@ def test_records_already_processed_are_skipped_and_a_skip_ahead_asks_for_a_re_fe
     )
     assert again.redelivered == {"orders": 2} and again.rewinds == {}
     assert again.outcomes == {("orders", "accepted"): 6}
-    assert again.progress[0] == PartitionProgress(again.progress[0].max_seen, {"orders": 9})
+    assert again.progress[0].next_offsets == {"orders": 9}
 
 
 def test_a_real_hole_in_the_offsets_is_accepted_after_one_re_fetch() -> None:

@@ -10,7 +10,7 @@ must equal tests/reference.py exactly at the final watermark and later.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC
 from decimal import Decimal
 
 import pytest
@@ -18,165 +18,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.evaluation import evaluate
-from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, Window, to_micros
-from models.events import ComplaintEvent, Event, OrderEvent, TicketEvent
+from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, EventClock, Window, to_micros
+from models.events import Event, OrderEvent, TicketEvent
 from models.policy import load_policy
 from models.state import CustomerState
 from tests.reference import ReferenceLog
+from tests.unit.histories import CUSTOMER, SLA_MINUTES, at_minute, histories
 
 WINDOW = Window(bucket_us=MICROS_PER_DAY, buckets=10)
-BASE = datetime(2026, 3, 1, tzinfo=UTC)
-SLA_MINUTES = {"P1": 60.0, "P2": 240.0, "P3": 1440.0, "P4": 4320.0}
 SLA_US = tuple(round(SLA_MINUTES[p] * MICROS_PER_MINUTE) for p in ("P1", "P2", "P3", "P4"))
 POLICY = load_policy()
-CUSTOMER = "客户-001"
-offsets = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))])
-minute = st.integers(min_value=0, max_value=40 * 24 * 60)
-
-
-def _at(minutes: int, tz: timezone) -> str:
-    return (BASE + timedelta(minutes=minutes)).astimezone(tz).isoformat()
-
-
-@st.composite
-def order_events(draw: st.DrawFn, n: int) -> list[Event]:
-    placed = draw(minute)
-    promised = placed + draw(st.integers(0, 5 * 24 * 60))
-    common = {"customer_id": CUSTOMER, "order_id": f"o{n}"}
-    events: list[Event] = []
-    if draw(st.booleans()) or draw(st.booleans()):
-        amount = draw(st.decimals(min_value=0, max_value=10_000, places=2, allow_nan=False))
-        events.append(
-            OrderEvent.model_validate(
-                {
-                    **common,
-                    "event_id": f"o{n}-p",
-                    "type": "placed",
-                    "occurred_at": _at(placed, draw(offsets)),
-                    "amount": str(amount),
-                    "promised_at": _at(promised, draw(offsets)),
-                }
-            )
-        )
-    for k in range(draw(st.integers(0, 2))):
-        # Biased to the edge: delivered exactly at, or a minute either side of, the promise.
-        delivered = draw(
-            st.sampled_from([promised - 1, promised, promised + 1])
-            | st.integers(placed, placed + 8 * 24 * 60)
-        )
-        events.append(
-            OrderEvent.model_validate(
-                {
-                    **common,
-                    "event_id": f"o{n}-d{k}",
-                    "type": "delivered",
-                    "promised_at": _at(promised, draw(offsets)),
-                    "occurred_at": _at(delivered, draw(offsets)),
-                }
-            )
-        )
-    if draw(st.integers(0, 4)) == 0:
-        events.append(
-            OrderEvent.model_validate(
-                {
-                    **common,
-                    "event_id": f"o{n}-c",
-                    "type": "cancelled",
-                    "occurred_at": _at(placed + draw(st.integers(0, 3 * 24 * 60)), draw(offsets)),
-                }
-            )
-        )
-    return events
-
-
-@st.composite
-def ticket_events(draw: st.DrawFn, n: int) -> list[Event]:
-    opened = draw(minute)
-    priority = draw(st.sampled_from(["P1", "P2", "P3", "P4"]))
-    sla = int(SLA_MINUTES[priority])
-    common = {"customer_id": CUSTOMER, "ticket_id": f"t{n}"}
-    events: list[Event] = []
-    if draw(st.integers(0, 9)) > 0:
-        events.append(
-            TicketEvent.model_validate(
-                {
-                    **common,
-                    "event_id": f"t{n}-o",
-                    "type": "opened",
-                    "occurred_at": _at(opened, draw(offsets)),
-                    "priority": priority,
-                }
-            )
-        )
-    for k in range(draw(st.integers(0, 2))):
-        # Biased to the edge: answered exactly at, or a minute either side of, the deadline.
-        wait = draw(st.sampled_from([sla - 1, sla, sla + 1]) | st.integers(0, 5000))
-        events.append(
-            TicketEvent.model_validate(
-                {
-                    **common,
-                    "event_id": f"t{n}-r{k}",
-                    "type": "first_response",
-                    "occurred_at": _at(opened + wait, draw(offsets)),
-                }
-            )
-        )
-    if draw(st.booleans()):
-        events.append(
-            TicketEvent.model_validate(
-                {
-                    **common,
-                    "event_id": f"t{n}-x",
-                    "type": "resolved",
-                    "occurred_at": _at(opened + draw(st.integers(0, 6000)), draw(offsets)),
-                    "satisfaction": draw(st.none() | st.integers(1, 5)),
-                }
-            )
-        )
-    return events
-
-
-@st.composite
-def histories(draw: st.DrawFn) -> tuple[list[Event], list[bool]]:
-    events: list[Event] = []
-    for n in range(draw(st.integers(0, 12))):
-        events += draw(order_events(n))
-    for n in range(draw(st.integers(0, 8))):
-        events += draw(ticket_events(n))
-    for n in range(draw(st.integers(0, 5))):
-        events.append(
-            ComplaintEvent.model_validate(
-                {
-                    "customer_id": CUSTOMER,
-                    "event_id": f"c{n}",
-                    "complaint_id": f"c{n}",
-                    "occurred_at": _at(draw(minute), draw(offsets)),
-                    "severity": "high",
-                    "category": "delivery",
-                }
-            )
-        )
-    if events:
-        # Re-sent messages (same event_id) and the same entity under a new event_id.
-        events += draw(st.lists(st.sampled_from(events), max_size=6))
-        renamed = draw(st.lists(st.sampled_from(events), max_size=4))
-        events += [
-            e.model_copy(update={"event_id": e.event_id + "-again"})
-            for e in renamed
-            if isinstance(e, ComplaintEvent) or (isinstance(e, OrderEvent) and e.type == "placed")
-        ]
-    arrival = draw(st.permutations(events))
-    checkpoints = draw(st.lists(st.booleans(), min_size=len(arrival), max_size=len(arrival)))
-    return list(arrival), checkpoints
 
 
 def _feed(
     state: CustomerState, events: list[Event], watermark: int | None, checkpoints: list[bool] | None = None
 ) -> tuple[CustomerState, int | None]:
+    clock = EventClock(frontiers={} if watermark is None else {"input": watermark})
     for index, event in enumerate(events):
-        state.absorb(event, WINDOW, watermark)
         occurred = event.occurred_us
-        watermark = occurred if watermark is None else max(watermark, occurred)
+        if not clock.is_late("input", occurred, WINDOW):
+            state.absorb(event, WINDOW)
+        clock.observe("input", occurred)
+        watermark = clock.frontiers["input"]
         if checkpoints and checkpoints[index]:
             evaluate(state, POLICY, WINDOW, watermark)  # prunes, like the live sweep
             state = CustomerState.from_bytes(state.to_bytes())
@@ -237,9 +100,9 @@ def test_state_is_bounded_by_the_window() -> None:
                 "event_id": f"e{day}",
                 "order_id": f"o{day}",
                 "type": "placed",
-                "occurred_at": _at(day * 24 * 60, UTC),
+                "occurred_at": at_minute(day * 24 * 60, UTC),
                 "amount": "10",
-                "promised_at": _at(day * 24 * 60 + 60, UTC),
+                "promised_at": at_minute(day * 24 * 60 + 60, UTC),
             }
         )
         state, watermark = _feed(state, [event], watermark, [True])

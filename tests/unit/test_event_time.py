@@ -1,0 +1,168 @@
+"""Contract v2 §3: lateness judged per input stream, the watermark as the minimum over the
+streams with records left — alone (EventClock), and through the pipeline, where any
+interleaving of the streams, any batch cuts, crashes and restarts must give the brute force's
+KPIs and late events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, EventClock, Window, to_micros
+from models.events import ComplaintEvent, OrderEvent, TicketEvent, Topic, parse_instant
+from models.policy import load_policy
+from models.state import CustomerState
+from streams.pipeline import Pipeline, Record, Routing
+from tests.reference import ReferenceLog
+from tests.unit.builders import DictTables, at, us
+from tests.unit.histories import histories
+
+DAY = MICROS_PER_DAY
+WINDOW = Window(DAY, 10)
+
+
+def test_an_event_is_late_only_against_its_own_streams_frontier() -> None:
+    clock = EventClock()
+    clock.observe("complaints", 40 * DAY)  # a small topic read first, a month ahead
+    assert not clock.is_late("orders", 5 * DAY, WINDOW)  # orders has read nothing yet
+    clock.observe("orders", 20 * DAY)
+    assert not clock.is_late("orders", 11 * DAY, WINDOW)  # bucket 11 is in the window as of day 20
+    assert clock.is_late("orders", 10 * DAY + DAY - 1, WINDOW)
+    assert clock.is_late("complaints", 30 * DAY, WINDOW)
+
+
+def test_the_watermark_is_the_slowest_stream_with_records_left_and_never_moves_back() -> None:
+    clock = EventClock()
+    clock.observe("complaints", 40 * DAY)
+    assert not clock.advance({"orders", "complaints"}) and clock.watermark is None  # orders unread
+    clock.observe("orders", 20 * DAY)
+    assert clock.advance({"orders", "complaints"}) and clock.watermark == 20 * DAY
+    assert clock.advance({"complaints"}) and clock.watermark == 40 * DAY  # orders read to its end
+    assert clock.advance(()) is False  # nothing left anywhere: the largest frontier, still 40
+    clock.observe("orders", 25 * DAY)
+    assert not clock.advance({"orders"}) and clock.watermark == 40 * DAY  # never back
+
+
+def test_the_allowed_lateness_comes_off_the_watermark_and_the_verdicts() -> None:
+    clock = EventClock(lateness_us=2 * DAY)
+    clock.observe("orders", 20 * DAY)
+    clock.advance(())
+    assert clock.watermark == 18 * DAY
+    assert not clock.is_late("orders", 9 * DAY, WINDOW)  # window as of day 18 starts on day 9
+
+
+def test_a_backlog_read_topic_by_topic_scores_on_complete_data() -> None:
+    """The issue's failure: complaints read to the end first used to push T a month ahead and
+    make the orders waiting behind them late."""
+    tables, scorer = DictTables(), _pipeline()
+    ends = {("orders", 0): range(0, 2), ("complaints", 0): range(0, 1)}
+    complaint = {"complaint_id": "x", "severity": "low", "category": "delivery"}
+    first = scorer.process([_record("complaints", 0, 0, "c1", 40, complaint)], tables, us(50), ends)
+    assert first.progress[0].watermark is None  # orders has records left and none read
+    tables.store(first)
+    placed = {"order_id": "o1", "type": "placed", "amount": "10", "promised_at": "2026-01-01T00:00:00Z"}
+    second = scorer.process([_record("orders", 0, 0, "c1", 2, placed)], tables, us(50), ends)
+    assert second.outcomes == {("orders", "accepted"): 1}
+    assert scorer.as_of(0) == us(2)  # orders is behind: T waits for it
+    tables.store(second)
+    third = scorer.process(
+        [_record("orders", 0, 1, "c1", 38, {**placed, "order_id": "o2"})], tables, us(50), ends
+    )
+    assert scorer.as_of(0) == us(40)  # everything read: the largest frontier
+    assert third.evaluations[-1].snapshot.kpis.order_count == 1  # o2; o1 left the window, not late
+
+
+Message = tuple[bytes | None, bytes, dict[str, bytes]]  # key, value, headers
+_MODELS = {"orders": OrderEvent, "tickets": TicketEvent, "complaints": ComplaintEvent}
+_TOPIC_OF = {model: topic for topic, model in _MODELS.items()}
+_POLICY = load_policy()
+_SLA_US = _POLICY.segment_for(None).sla_us
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_interleaving_batching_and_restart_gives_the_reference(data: st.DataObject) -> None:
+    customers = {"客户-a": 0, "b": 1}  # customer -> its partition
+    streams: dict[tuple[str, int], list[Message]] = {("rekeyed", 0): [], ("rekeyed", 1): []}
+    reference = ReferenceLog(WINDOW.bucket_us, WINDOW.buckets)
+    for customer, partition in customers.items():
+        for event in data.draw(histories(customer))[0]:
+            keyed = data.draw(st.integers(0, 9)) > 0
+            # An unkeyed message lands on any partition and is re-keyed to its customer's.
+            where = (_TOPIC_OF[type(event)], partition if keyed else data.draw(st.sampled_from([0, 1])))
+            message = (customer.encode() if keyed else None, event.model_dump_json().encode(), {})
+            streams.setdefault(where, []).append(message)
+            reference.offer(event, where)  # each stream in its own order, whatever the interleaving
+
+    tables = DictTables(customers.__getitem__)
+    scorer, cursors, late = _pipeline(), dict.fromkeys(streams, 0), 0
+    while any(cursors[s] < len(messages) for s, messages in streams.items()):
+        batch: list[Record] = []
+        for _ in range(data.draw(st.integers(1, 3))):  # a batch mixes streams, as Faust's do
+            ready = sorted(s for s, messages in streams.items() if cursors[s] < len(messages))
+            if ready:
+                topic, partition = where = data.draw(st.sampled_from(ready))
+                end = min(cursors[where] + data.draw(st.integers(1, 6)), len(streams[where]))
+                for offset in range(cursors[where], end):
+                    key, value, headers = streams[where][offset]
+                    batch.append(Record(topic, partition, offset, key, value, headers))
+                cursors[where] = end
+        ends = {where: range(0, len(messages)) for where, messages in streams.items()}
+        result = scorer.process(batch, tables, us(60), ends)
+        for key, value, headers in result.rekeyed:  # sent before anything is stored, as the app does
+            streams[("rekeyed", customers[key.decode()])].append((key, value, headers))
+        if data.draw(st.integers(0, 9)) == 0:  # a crash before the batch was stored: read again
+            scorer = _pipeline()
+            for topic, partition in cursors:
+                reached = tables.progress(partition)
+                cursors[(topic, partition)] = reached.next_offsets.get(topic, 0) if reached else 0
+            continue
+        tables.store(result)
+        late += sum(n for (_, outcome), n in result.outcomes.items() if outcome == "late")
+        if data.draw(st.integers(0, 9)) == 0:  # a restart: only what was stored is known
+            scorer = _pipeline()
+    tables.store(scorer.process([Record("sweep", p, 0, None, b"") for p in (0, 1)], tables, us(60)))
+
+    assert late == len(reference.late)
+    sla = {p: us_ / MICROS_PER_MINUTE for p, us_ in zip(("P1", "P2", "P3", "P4"), _SLA_US, strict=True)}
+    for customer, partition in customers.items():
+        as_of = scorer.as_of(partition)
+        read = [
+            _occurred(value)
+            for (_, p), messages in streams.items()
+            if p == partition
+            for _, value, _ in messages
+        ]
+        assert as_of == max(read, default=None)  # every stream read to its end: the largest frontier
+        stored = tables.customer(customer)
+        if as_of is None or stored is None:
+            assert not [e for e in reference.accepted if e.customer_id == customer]
+            continue
+        kpis = CustomerState.from_bytes(stored).kpis(as_of, WINDOW, _SLA_US)
+        assert asdict(kpis) == reference.kpis(as_of, sla, customer)  # type: ignore[arg-type]
+
+
+def _pipeline() -> Pipeline:
+    kinds = {"orders": Topic.ORDERS, "tickets": Topic.TICKETS, "complaints": Topic.COMPLAINTS}
+    return Pipeline(
+        _POLICY,
+        WINDOW,
+        Routing({**kinds, "customers": Topic.CUSTOMERS}, "rekeyed", "sweep"),
+        lateness_us=0,
+        max_future_skew_us=3600 * 10**6,
+        max_event_bytes=65_536,
+    )
+
+
+def _occurred(value: bytes) -> int:
+    return to_micros(parse_instant(json.loads(value)["occurred_at"]))
+
+
+def _record(
+    topic: str, partition: int, offset: int, customer: str, day: float, fields: dict[str, str]
+) -> Record:
+    body = {"event_id": f"{topic}-{offset}", "customer_id": customer, "occurred_at": at(day), **fields}
+    return Record(topic, partition, offset, customer.encode(), json.dumps(body).encode())
