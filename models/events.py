@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -42,8 +43,19 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
+# Instants are microseconds since 1970 (models/event_time.py), written back as RFC 3339 UTC: an
+# instant outside these years has no UTC form there (year 1 at +01:00 is year 0 in UTC).
+_FIRST_INSTANT, _END_INSTANT = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _supported_instant(value: datetime) -> datetime:
+    if not _FIRST_INSTANT <= value < _END_INSTANT:
+        raise ValueError("outside the supported range 1970-01-01T00:00:00Z to 8999-12-31T23:59:59Z")
+    return value
+
+
 Identifier = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=128)]
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_supported_instant)]
 Amount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=30)]
 Text = Annotated[str, Strict(), StringConstraints(max_length=256)]
 

@@ -60,7 +60,7 @@ class ScorerMetrics:
         )
         self.event_time_lag = Gauge(
             "tierpulse_event_time_lag_seconds",
-            "Wall clock minus the partition's largest occurred_at",
+            "Wall clock minus the partition's watermark T (its slowest input stream with records left)",
             ["partition"],
             registry=registry,
         )
@@ -86,6 +86,17 @@ class ScorerMetrics:
             "tierpulse_stall_recoveries",
             "Partitions re-fetched after they stopped delivering",
             ["topic"],
+            registry=registry,
+        )
+        self.internal_errors = Counter(
+            "tierpulse_internal_errors",
+            "Exceptions caught in the core: a message's (dead-lettered) or a due evaluation's",
+            ["stage"],
+            registry=registry,
+        )
+        self.batch_failures = Counter(
+            "tierpulse_batch_failures",
+            "Batches that failed outside any one message and were read again from the stored positions",
             registry=registry,
         )
         self.rewinds = Counter(
@@ -165,14 +176,18 @@ class ScorerMetrics:
             self.alerts_firing.labels(rule, severity)
             for state in ("firing", "resolved"):
                 self.alerts.labels(rule, severity, state)
+        for stage in ("message", "evaluation"):
+            self.internal_errors.labels(stage)
         for sink in sinks:
             self.sink_errors.labels(sink)
             self.sink_up.labels(sink).set(1)
             self.sink_waiting.labels(sink)
 
-    def count_outcomes(self, tally: Tally[tuple[str, str]]) -> None:
+    def count_outcomes(self, tally: Tally[tuple[str, str]], internal_errors: Tally[str]) -> None:
         for (topic, outcome), n in tally.items():
             self.events.labels(topic, outcome).inc(n)
+        for stage, n in internal_errors.items():
+            self.internal_errors.labels(stage).inc(n)
 
     def observe(self, evaluation: Evaluation) -> None:
         """One evaluation: changes and alerts are counted, KPIs and watched customers observed."""

@@ -29,11 +29,12 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import faust
 from aiokafka.partitioner import murmur2
-from faust.streams import _current_event  # see _in_partition_of
+from faust.streams import _current_event  # see _CurrentEvents
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -85,16 +86,29 @@ def partition_of(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-@contextmanager
-def _in_partition_of(event: Any) -> Any:
+class _CurrentEvents:
     """Faust files a table write under the partition of the *current event* (both the
-    changelog and the RocksDB store). A batch mixes partitions, so each write is made
-    with an event of the customer's own partition as the current one."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+    changelog and the RocksDB store; it reads the event's ``message.topic`` and
+    ``message.partition`` only). A batch mixes partitions, so each write is made with an event
+    of the customer's own partition as the current one — a stand-in where the batch has none
+    (a sweep's refresh or an adoption scan reaches partitions beyond the batch's)."""
+
+    def __init__(self, events: list[Any], topic: str) -> None:
+        self._events: dict[int, Any] = {e.message.partition: e for e in events}
+        self._topic = topic
+
+    @contextmanager
+    def of(self, partition: int) -> Iterator[None]:
+        event: Any = self._events.get(partition)
+        if event is None:
+            event = self._events[partition] = SimpleNamespace(
+                message=SimpleNamespace(topic=self._topic, partition=partition)
+            )
+        token = _current_event.set(weakref.ref(event))
+        try:
+            yield
+        finally:
+            _current_event.reset(token)
 
 
 async def _watched(what: str, step: Awaitable[T]) -> T:
@@ -202,30 +216,45 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     async def score(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
-            by_partition = {e.message.partition: e for e in events}
-            offsets = await input_offsets.held(by_partition)
-            result = pipeline.process([_record(e) for e in events], tables, time.time_ns() // 1000, offsets)
-            await _watched("dead letters and re-keyed input", outputs.send_input_side(result))
-            store(result.states.items(), by_partition)
-            await _watched("the changelog", _flush_until_acked(app.producer))
-            for partition, reached in result.progress.items():
-                with _in_partition_of(by_partition[partition]):
-                    progress[str(partition).encode()] = reached.to_bytes()
-            await _watched("the changelog", _flush_until_acked(app.producer))
-            await rewind(result)
-            await _watched("redis", outputs.send_snapshots(result))
-            delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result))
-            store(((cid, result.states[cid]) for cid in delivered), by_partition)
-            outputs.observe(result)
+            partitions = {e.message.partition for e in events}
+            try:
+                await score_batch(events, partitions)
+            except Exception:
+                # Outside any one message (a message's own errors are dead-lettered by the
+                # pipeline). Nothing counts as processed before its progress is stored: forget
+                # what this process holds of the partitions, so that they are adopted again and
+                # read again from the stored positions (streams/positions.py), never skipped.
+                metrics.batch_failures.inc()
+                log.exception("batch failed partitions=%s: reading it again", sorted(partitions))
+                pipeline.forget(partitions)
+                input_offsets.forget(partitions)
+                await asyncio.sleep(1)  # a failure that repeats must not spin
             metrics.batch_size.observe(len(events))
             metrics.batch_seconds.observe(time.perf_counter() - started)
             yield None
 
-    def store(states: Iterable[tuple[str, tuple[int, CustomerState]]], by_partition: dict[int, Any]) -> None:
+    async def score_batch(events: list[Any], partitions: set[int]) -> None:
+        offsets = await input_offsets.held(partitions)
+        result = pipeline.process([_record(e) for e in events], tables, time.time_ns() // 1000, offsets)
+        current = _CurrentEvents(events, names.sweep)
+        await _watched("dead letters and re-keyed input", outputs.send_input_side(result))
+        store(result.states.items(), current)
+        await _watched("the changelog", _flush_until_acked(app.producer))
+        for partition, reached in result.progress.items():
+            with current.of(partition):
+                progress[str(partition).encode()] = reached.to_bytes()
+        await _watched("the changelog", _flush_until_acked(app.producer))
+        await rewind(result)
+        await _watched("redis", outputs.send_snapshots(result))
+        delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result))
+        store(((cid, result.states[cid]) for cid in delivered), current)
+        outputs.observe(result)
+
+    def store(states: Iterable[tuple[str, tuple[int, CustomerState]]], current: _CurrentEvents) -> None:
         for customer_id, (partition, state) in states:
             encoded = state.to_bytes()
             metrics.state_bytes.observe(len(encoded))
-            with _in_partition_of(by_partition[partition]):
+            with current.of(partition):
                 customers[customer_id.encode("utf-8")] = encoded
 
     async def rewind(result: BatchResult) -> None:
@@ -380,7 +409,7 @@ class _Outputs:
     def observe(self, result: BatchResult) -> None:
         for evaluation in result.evaluations:
             self.metrics.observe(evaluation)
-        self.metrics.count_outcomes(result.outcomes)
+        self.metrics.count_outcomes(result.outcomes, result.internal_errors)
         if result.population_changed:
             self.update_population()
 

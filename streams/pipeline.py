@@ -39,6 +39,10 @@ REFRESHES_PER_IDLE_BATCH = 512
 # over a large partition scores at once and catches up on the scan batch by batch.
 SCANS_PER_BUSY_BATCH = 512
 SCANS_PER_IDLE_BATCH = 4096
+# A dead letter carries at most this much of the original key and value (base64 adds a third):
+# below the producer's 1 MB request limit. The source topic, partition and offset still point
+# at the whole message (the idea of Kafka Connect's __connect.errors.* headers).
+DEAD_LETTER_BYTES = 256 * 1024
 KIND_HEADER = "tierpulse-kind"
 ORIGIN_HEADER = "tierpulse-origin"  # topic/partition/offset of the message before re-keying
 
@@ -88,6 +92,7 @@ class BatchResult:
     rewinds: dict[TopicPartition, int] = field(default_factory=dict)  # input to re-fetch from an offset
     redelivered: Tally[str] = field(default_factory=Tally)  # records processed before, skipped, by topic
     outcomes: Tally[tuple[str, str]] = field(default_factory=Tally)
+    internal_errors: Tally[str] = field(default_factory=Tally)  # by stage: "message", "evaluation"
     population_changed: bool = False
 
     def outboxes(self) -> list[tuple[str, list[list[Any]]]]:
@@ -190,15 +195,20 @@ class Pipeline:
             if record.topic == self.routing.sweep:
                 sweeps.add(record.partition)
                 continue
-            if not self._in_order(record, tables, result):
+            if not self._in_order(record, tables, result, offsets):
                 continue
             progressed.add(record.partition)
-            customer_id = self._route(record, tables, now_us, touched, result)
-            moved = self._advance(record.partition, offsets)
-            if customer_id is not None:
-                # After each event, not once per batch: with hysteresis the tier depends on the
-                # path, and the path must not depend on where Kafka happened to cut batches.
-                self._evaluate(customer_id, touched[customer_id], result, always_write=True)
+            moved = False
+            try:
+                customer_id = self._route(record, tables, now_us, touched, result)
+                moved = self._advance(record.partition, offsets)
+                if customer_id is not None:
+                    # After each event, not once per batch: with hysteresis the tier depends on
+                    # the path, and the path must not depend on where Kafka cut batches.
+                    self._evaluate(customer_id, touched[customer_id], result, always_write=True)
+            except Exception as error:  # one message's bug costs that message, not the batch
+                self._quarantine(record, error, result)
+                moved = self._advance(record.partition, offsets) or moved
             if moved:
                 # Whoever fell due (a deadline, a promise, the window's edge) is evaluated now,
                 # at this event — not whenever a wall-clock sweep runs.
@@ -235,19 +245,28 @@ class Pipeline:
                     behind.append(topic)
         return self._clocks[partition].advance(behind)
 
-    def _in_order(self, record: Record, tables: StateTables, result: BatchResult) -> bool:
+    def _in_order(
+        self,
+        record: Record,
+        tables: StateTables,
+        result: BatchResult,
+        offsets: Mapping[TopicPartition, range],
+    ) -> bool:
         """Whether the record is the next one of its input partition (streams/positions.py);
-        records past a skip are left for the re-fetch, and so is the rest of the batch there."""
+        records past a skip are left for the re-fetch, and so is the rest of the batch there.
+        A partition never processed begins at its log start, when the batch says where that is."""
         self._adopt(record.partition, tables, result)
         tp = (record.topic, record.partition)
         if tp in result.rewinds:
             return False
-        verdict = self._positions.check(tp, record.offset)
+        held = offsets.get(tp)
+        verdict = self._positions.check(tp, record.offset, None if held is None else held.start)
         if verdict is Verdict.REDELIVERED:
             result.redelivered[record.topic] += 1
             return False
         if verdict is Verdict.AHEAD:
-            result.rewinds[tp] = self._positions.next_offset(tp) or 0
+            next_offset = self._positions.next_offset(tp)
+            result.rewinds[tp] = next_offset if next_offset is not None else held.start if held else 0
             log.warning(
                 "input skipped ahead topic=%s partition=%d offset=%d expected=%d: re-fetching",
                 record.topic,
@@ -258,6 +277,18 @@ class Pipeline:
             return False
         self._positions.advance(tp, record.offset)
         return True
+
+    def _quarantine(self, record: Record, error: Exception, result: BatchResult) -> None:
+        """Dead-letter a message whose handling raised. What it changed before that stays:
+        the state absorbs nothing twice, so re-sending the dead letter after a fix is safe."""
+        kind, origin = self._kind_of(record)
+        reason = Invalid(f"internal_error: {type(error).__name__}: {str(error)[:500]}")
+        result.internal_errors["message"] += 1
+        result.outcomes[(kind.value if kind is not None else record.topic, Outcome.INVALID.value)] += 1
+        result.dead_letters.append((_bounded(record.key, 1024), _dead_letter(record, origin, reason)))
+        log.exception(
+            "internal error topic=%s partition=%d offset=%d: dead-lettered", origin[0], origin[1], origin[2]
+        )
 
     # ------------------------------------------------------------ routing
 
@@ -288,7 +319,7 @@ class Pipeline:
         )
         if isinstance(parsed, Invalid):
             result.outcomes[(kind.value, Outcome.INVALID.value)] += 1
-            result.dead_letters.append((record.key, _dead_letter(record, origin, parsed)))
+            result.dead_letters.append((_bounded(record.key, 1024), _dead_letter(record, origin, parsed)))
             log.warning(
                 "invalid event topic=%s partition=%d offset=%d customer=%s reason=%s",
                 origin[0],
@@ -414,12 +445,16 @@ class Pipeline:
             return budget
         due = schedule.pop_due(as_of, budget)
         for customer_id in due:
-            if customer_id not in touched:  # (scheduled means this partition is adopted already)
-                stored = tables.customer(customer_id)
-                if stored is None:
-                    continue  # gone since it was scheduled
-                self._touch(customer_id, partition, stored, touched)
-            self._evaluate(customer_id, touched[customer_id], result, always_write=False)
+            try:
+                if customer_id not in touched:  # (scheduled means this partition is adopted already)
+                    stored = tables.customer(customer_id)
+                    if stored is None:
+                        continue  # gone since it was scheduled
+                    self._touch(customer_id, partition, stored, touched)
+                self._evaluate(customer_id, touched[customer_id], result, always_write=False)
+            except Exception:  # the others due go on; this one waits for its next event
+                result.internal_errors["evaluation"] += 1
+                log.exception("internal error evaluating partition=%d customer=%s", partition, customer_id)
         return None if budget is None else budget - len(due)
 
     def _refresh(
@@ -495,12 +530,19 @@ def _counted_as(as_of: int | None, tier: str | None, segment: str | None) -> tup
 
 
 def _dead_letter(record: Record, origin: tuple[str, int, int], invalid: Invalid) -> dict[str, object]:
+    key, value = _bounded(record.key, DEAD_LETTER_BYTES), _bounded(record.value, DEAD_LETTER_BYTES)
     return {
         "topic": origin[0],
         "partition": origin[1],
         "offset": origin[2],
-        "key_base64": None if record.key is None else base64.b64encode(record.key).decode("ascii"),
-        "value_base64": None if record.value is None else base64.b64encode(record.value).decode("ascii"),
+        "key_base64": None if key is None else base64.b64encode(key).decode("ascii"),
+        "value_base64": None if value is None else base64.b64encode(value).decode("ascii"),
+        # Only the first DEAD_LETTER_BYTES are here: fetch the rest at topic/partition/offset.
+        "truncated": key is not record.key or value is not record.value,
         "reason": invalid.reason,
         "customer_id": invalid.customer_id,
     }
+
+
+def _bounded(data: bytes | None, limit: int) -> bytes | None:
+    return data if data is None or len(data) <= limit else data[:limit]

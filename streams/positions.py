@@ -91,12 +91,14 @@ class InputPositions:
     def of_partition(self, partition: int) -> dict[str, int]:
         return {topic: offset for (topic, p), offset in self._next.items() if p == partition}
 
-    def check(self, tp: TopicPartition, offset: int) -> Verdict:
+    def check(self, tp: TopicPartition, offset: int, first: int | None = None) -> Verdict:
+        """``first``: where the input partition begins (its log start), for one with no position
+        yet; without it, any offset is taken as its first."""
         if tp in self._restarted:
             self._restarted.discard(tp)
             self._next.pop(tp, None)
             self._past_gap.pop(tp, None)
-        expected = self._next.get(tp)
+        expected = self._next.get(tp, first)
         if expected is None or offset == expected:
             return Verdict.NEXT
         if offset < expected:

@@ -1,6 +1,7 @@
-"""``python -m tests.bench [core|warmup|pipeline|adoption|recovery|all] [--customers N] [--days D]``
+"""``python -m tests.bench [core|warmup|catchup|pipeline|adoption|recovery|all] [--customers N] [--days D]``
 
-Without --customers each benchmark runs at its own scale: warmup 200 customers, pipeline 1,000
+Without --customers each benchmark runs at its own scale: warmup 200 customers, catchup 300 (35
+days), pipeline 1,000
 (a month of their events), adoption and recovery 100,000. Results go to bench-results/ (--json-dir DIR).
 """
 
@@ -8,22 +9,27 @@ from __future__ import annotations
 
 import argparse
 
-from tests.bench import adoption, core, pipeline, recovery, warmup
+from tests.bench import adoption, catchup, core, pipeline, recovery, warmup
 
 parser = argparse.ArgumentParser(prog="python -m tests.bench")
 parser.add_argument(
-    "which", nargs="?", default="all", choices=["core", "warmup", "pipeline", "adoption", "recovery", "all"]
+    "which",
+    nargs="?",
+    default="all",
+    choices=["core", "warmup", "catchup", "pipeline", "adoption", "recovery", "all"],
 )
 parser.add_argument("--customers", type=int, help="customers, for every benchmark chosen")
-parser.add_argument("--days", type=float, default=30)
+parser.add_argument("--days", type=float, help="days of history (pipeline: 30, catchup: 35)")
 parser.add_argument("--json-dir", default="bench-results")
 args = parser.parse_args()
 if args.which in ("core", "all"):
     core.main(f"{args.json_dir}/core.json")
 if args.which in ("warmup", "all"):
     warmup.main(args.customers or 200, f"{args.json_dir}/warmup.json")
+if args.which in ("catchup", "all"):
+    catchup.main(args.customers or 300, args.days or 35, f"{args.json_dir}/catchup.json")
 if args.which in ("pipeline", "all"):
-    pipeline.main(args.customers or 1_000, args.days, f"{args.json_dir}/pipeline.json")
+    pipeline.main(args.customers or 1_000, args.days or 30, f"{args.json_dir}/pipeline.json")
 if args.which in ("adoption", "all"):
     adoption.main(args.customers or 100_000, f"{args.json_dir}/adoption.json")
 if args.which in ("recovery", "all"):

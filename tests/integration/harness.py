@@ -42,6 +42,9 @@ TOPIC_KINDS = (
 )
 
 
+Produced = tuple[str, int, int, bytes | None, bytes | None]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,6 +64,8 @@ class ScorerRun:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     behind: dict[str, float | None] = field(default_factory=dict)
+    # Every message produced, where it landed: (kind, partition, offset, key, value).
+    produced: list[Produced] = field(default_factory=list)
 
     def topic(self, kind: str) -> str:
         return f"{self.name}-{kind}"
@@ -151,12 +156,19 @@ class ScorerRun:
     # ------------------------------------------------------------ Kafka and Redis
 
     async def produce(self, messages: Iterable[tuple[str, bytes | None, bytes | None]]) -> None:
+        """Send in order; each message's partition and offset are kept in ``produced`` (an
+        unkeyed one lands on any partition), for the reference's input streams."""
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
         await producer.start()
         try:
-            for kind, key, value in messages:
-                await producer.send(self.topic(kind), value, key=key)
+            sent = [
+                (kind, key, value, await producer.send(self.topic(kind), value, key=key))
+                for kind, key, value in messages
+            ]
             await producer.flush()
+            for kind, key, value, delivery in sent:
+                landed = await delivery
+                self.produced.append((kind, landed.partition, landed.offset, key, value))
         finally:
             await producer.stop()
 
@@ -356,13 +368,14 @@ def chain_problems(changes: list[dict[str, Any]]) -> list[str]:
 
 
 def reference_problems(
-    log: list[tuple[str, bytes | None, bytes | None]],
+    produced: list[Produced],
     snapshots: dict[str, dict[str, str]],
     policy: Any,
     window_buckets: int = 30,
 ) -> list[str]:
-    """Recompute every customer's KPIs from the produced log with tests/reference.py (the brute
-    force) at the snapshot's own as_of, and list every difference from the Redis snapshot."""
+    """Recompute every customer's KPIs from the produced messages with tests/reference.py (the
+    brute force: lateness judged on each input stream, a topic's partition, in its own order) at
+    the snapshot's own as_of, and list every difference from the Redis snapshot."""
     from decimal import Decimal
 
     from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, to_micros
@@ -375,30 +388,26 @@ def reference_problems(
         "complaints": Topic.COMPLAINTS,
         "customers": Topic.CUSTOMERS,
     }
-    logs: dict[str, ReferenceLog] = {}
+    reference = ReferenceLog(MICROS_PER_DAY, window_buckets)
     profiles: dict[str, dict[str, str]] = {}
-    for kind, _, value in log:
-        parsed = decode(kinds[kind], value, now_us=to_micros(datetime_now()), max_future_skew_us=3600 * 10**6)
+    now = to_micros(datetime_now())
+    for kind, partition, _, _, value in produced:  # in the order produced: each stream's own order
+        parsed = decode(kinds[kind], value, now_us=now, max_future_skew_us=3600 * 10**6)
         if isinstance(parsed, Invalid):
             continue
         if isinstance(parsed, CustomerProfile):
             profiles[parsed.customer_id] = parsed.model_dump(exclude_none=True, exclude={"customer_id"})
             continue
-        if parsed.event_id.endswith("-backlog"):
-            # The demo's 40-days-late copies follow their original on the same partition, so the
-            # scorer's partition watermark always makes them late; this per-customer replay cannot
-            # know the partition watermark, so it is told.
-            continue
-        logs.setdefault(parsed.customer_id, ReferenceLog(MICROS_PER_DAY, window_buckets)).offer(parsed)
+        reference.offer(parsed, (kind, partition))
     problems = []
-    for customer, reference in logs.items():
+    for customer in sorted({e.customer_id for e in reference.accepted}):
         snapshot = snapshots.get(customer)
         if snapshot is None:
             problems.append(f"{customer}: no snapshot")
             continue
         segment = policy.segment_for(profiles.get(customer))
         sla = {p: segment.sla_us[i] / MICROS_PER_MINUTE for i, p in enumerate(("P1", "P2", "P3", "P4"))}
-        expected = reference.kpis(to_micros(parse_instant(snapshot["as_of"])), sla)
+        expected = reference.kpis(to_micros(parse_instant(snapshot["as_of"])), sla, customer)
         for name, value in expected.items():
             shown = snapshot.get(name, "<missing>")
             same = (

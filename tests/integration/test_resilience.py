@@ -63,7 +63,7 @@ async def final_state_is_exact(
     changes = await scorer.read("tier_changes")
     assert chain_problems(changes) == []
     assert final_tiers_match_the_chain(changes, snapshots) == []
-    assert reference_problems(log, snapshots, load_policy()) == []
+    assert reference_problems(scorer.produced, snapshots, load_policy()) == []
     return snapshots
 
 

@@ -19,6 +19,7 @@ from streams.pipeline import Pipeline, Record, Routing
 from tests.reference import ReferenceLog
 from tests.unit.builders import DictTables, at, us
 from tests.unit.histories import histories
+from tests.unit.replay import SimulatedTopics
 
 DAY = MICROS_PER_DAY
 WINDOW = Window(DAY, 10)
@@ -75,7 +76,6 @@ def test_a_backlog_read_topic_by_topic_scores_on_complete_data() -> None:
     assert third.evaluations[-1].snapshot.kpis.order_count == 1  # o2; o1 left the window, not late
 
 
-Message = tuple[bytes | None, bytes, dict[str, bytes]]  # key, value, headers
 _MODELS = {"orders": OrderEvent, "tickets": TicketEvent, "complaints": ComplaintEvent}
 _TOPIC_OF = {model: topic for topic, model in _MODELS.items()}
 _POLICY = load_policy()
@@ -86,58 +86,26 @@ _SLA_US = _POLICY.segment_for(None).sla_us
 @given(st.data())
 def test_any_interleaving_batching_and_restart_gives_the_reference(data: st.DataObject) -> None:
     customers = {"客户-a": 0, "b": 1}  # customer -> its partition
-    streams: dict[tuple[str, int], list[Message]] = {("rekeyed", 0): [], ("rekeyed", 1): []}
+    topics = SimulatedTopics(_pipeline, customers.__getitem__)
     reference = ReferenceLog(WINDOW.bucket_us, WINDOW.buckets)
     for customer, partition in customers.items():
         for event in data.draw(histories(customer))[0]:
             keyed = data.draw(st.integers(0, 9)) > 0
             # An unkeyed message lands on any partition and is re-keyed to its customer's.
             where = (_TOPIC_OF[type(event)], partition if keyed else data.draw(st.sampled_from([0, 1])))
-            message = (customer.encode() if keyed else None, event.model_dump_json().encode(), {})
-            streams.setdefault(where, []).append(message)
+            topics.produce(where, customer.encode() if keyed else None, event.model_dump_json().encode())
             reference.offer(event, where)  # each stream in its own order, whatever the interleaving
+    topics.read_all(data)
 
-    tables = DictTables(customers.__getitem__)
-    scorer, cursors, late = _pipeline(), dict.fromkeys(streams, 0), 0
-    while any(cursors[s] < len(messages) for s, messages in streams.items()):
-        batch: list[Record] = []
-        for _ in range(data.draw(st.integers(1, 3))):  # a batch mixes streams, as Faust's do
-            ready = sorted(s for s, messages in streams.items() if cursors[s] < len(messages))
-            if ready:
-                topic, partition = where = data.draw(st.sampled_from(ready))
-                end = min(cursors[where] + data.draw(st.integers(1, 6)), len(streams[where]))
-                for offset in range(cursors[where], end):
-                    key, value, headers = streams[where][offset]
-                    batch.append(Record(topic, partition, offset, key, value, headers))
-                cursors[where] = end
-        ends = {where: range(0, len(messages)) for where, messages in streams.items()}
-        result = scorer.process(batch, tables, us(60), ends)
-        for key, value, headers in result.rekeyed:  # sent before anything is stored, as the app does
-            streams[("rekeyed", customers[key.decode()])].append((key, value, headers))
-        if data.draw(st.integers(0, 9)) == 0:  # a crash before the batch was stored: read again
-            scorer = _pipeline()
-            for topic, partition in cursors:
-                reached = tables.progress(partition)
-                cursors[(topic, partition)] = reached.next_offsets.get(topic, 0) if reached else 0
-            continue
-        tables.store(result)
-        late += sum(n for (_, outcome), n in result.outcomes.items() if outcome == "late")
-        if data.draw(st.integers(0, 9)) == 0:  # a restart: only what was stored is known
-            scorer = _pipeline()
-    tables.store(scorer.process([Record("sweep", p, 0, None, b"") for p in (0, 1)], tables, us(60)))
-
-    assert late == len(reference.late)
+    assert sum(n for (_, outcome), n in topics.outcomes.items() if outcome == "late") == len(reference.late)
     sla = {p: us_ / MICROS_PER_MINUTE for p, us_ in zip(("P1", "P2", "P3", "P4"), _SLA_US, strict=True)}
     for customer, partition in customers.items():
-        as_of = scorer.as_of(partition)
+        as_of = topics.pipeline.as_of(partition)
         read = [
-            _occurred(value)
-            for (_, p), messages in streams.items()
-            if p == partition
-            for _, value, _ in messages
+            _occurred(m[1]) for (_, p), messages in topics.streams.items() if p == partition for m in messages
         ]
         assert as_of == max(read, default=None)  # every stream read to its end: the largest frontier
-        stored = tables.customer(customer)
+        stored = topics.tables.customer(customer)
         if as_of is None or stored is None:
             assert not [e for e in reference.accepted if e.customer_id == customer]
             continue
@@ -157,8 +125,8 @@ def _pipeline() -> Pipeline:
     )
 
 
-def _occurred(value: bytes) -> int:
-    return to_micros(parse_instant(json.loads(value)["occurred_at"]))
+def _occurred(value: bytes | None) -> int:
+    return to_micros(parse_instant(json.loads(value or b"{}")["occurred_at"]))
 
 
 def _record(
