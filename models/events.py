@@ -66,6 +66,7 @@ class Topic(StrEnum):
     ORDERS = "orders"
     TICKETS = "service-tickets"
     COMPLAINTS = "complaints"
+    INVOICES = "invoices"
     CUSTOMERS = "customers"
 
 
@@ -86,6 +87,7 @@ class OrderEvent(_Event):
     type: Literal["placed", "delivered", "cancelled"]
     amount: Amount | None = None
     promised_at: Timestamp | None = None
+    cost: Amount | None = None  # on 'placed': goods and delivery, for the margin (elsewhere ignored)
 
     @model_validator(mode="after")
     def _required_by_type(self) -> Self:
@@ -101,13 +103,15 @@ class TicketEvent(_Event):
     type: Literal["opened", "first_response", "resolved"]
     priority: Literal["P1", "P2", "P3", "P4"] | None = None
     satisfaction: Annotated[int, Strict(), Field(ge=1, le=5)] | None = None
+    effort_minutes: Amount | None = None  # on 'resolved': the service effort spent on the ticket
 
     @model_validator(mode="after")
     def _required_by_type(self) -> Self:
         if self.type == "opened" and self.priority is None:
             raise ValueError("priority is required on an 'opened' ticket event")
-        if self.satisfaction is not None and self.type != "resolved":
-            raise ValueError("satisfaction is only allowed on a 'resolved' ticket event")
+        for name in ("satisfaction", "effort_minutes"):
+            if getattr(self, name) is not None and self.type != "resolved":
+                raise ValueError(f"{name} is only allowed on a 'resolved' ticket event")
         return self
 
 
@@ -115,6 +119,21 @@ class ComplaintEvent(_Event):
     complaint_id: Identifier
     severity: Literal["low", "medium", "high", "critical"]
     category: Text
+
+
+class InvoiceEvent(_Event):
+    """Receivables: an invoice issued, and payments (partial ones add up; they may come first)."""
+
+    invoice_id: Identifier
+    type: Literal["issued", "paid"]
+    amount: Amount  # the invoice total on 'issued', the sum paid on 'paid'
+    due_at: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _required_by_type(self) -> Self:
+        if self.type == "issued" and self.due_at is None:
+            raise ValueError("due_at is required on an 'issued' invoice event")
+        return self
 
 
 class CustomerProfile(BaseModel):
@@ -130,12 +149,28 @@ class CustomerProfile(BaseModel):
     region: Text | None = None
 
 
-Event = OrderEvent | TicketEvent | ComplaintEvent
-_MODELS: dict[Topic, type[BaseModel]] = {
-    Topic.ORDERS: OrderEvent,
-    Topic.TICKETS: TicketEvent,
-    Topic.COMPLAINTS: ComplaintEvent,
-    Topic.CUSTOMERS: CustomerProfile,
+Event = OrderEvent | TicketEvent | ComplaintEvent | InvoiceEvent
+# The input kinds, one registry: the model of each, and the rule a producer must know (JSON Schemas).
+INPUTS: dict[Topic, tuple[type[BaseModel], str]] = {
+    Topic.ORDERS: (
+        OrderEvent,
+        "amount is required on 'placed'; promised_at on 'placed' and 'delivered'; "
+        "cost (optional) counts on 'placed'.",
+    ),
+    Topic.TICKETS: (
+        TicketEvent,
+        "priority is required on 'opened'; satisfaction and effort_minutes are allowed only on 'resolved'.",
+    ),
+    Topic.COMPLAINTS: (ComplaintEvent, "A repeated complaint_id is a duplicate."),
+    Topic.INVOICES: (
+        InvoiceEvent,
+        "amount is required on both types, due_at on 'issued'; a second 'issued' is a duplicate; "
+        "'paid' events add up and may come before their invoice.",
+    ),
+    Topic.CUSTOMERS: (
+        CustomerProfile,
+        "Compacted: the latest record per customer_id decides the policy segment.",
+    ),
 }
 
 
@@ -156,7 +191,7 @@ def decode(
     if len(raw) > max_bytes:
         return Invalid(f"message is {len(raw)} bytes, more than the limit of {max_bytes}")
     try:
-        event = _MODELS[topic].model_validate_json(raw)
+        event = INPUTS[topic][0].model_validate_json(raw)
     except ValidationError as error:
         return Invalid(_reason(topic, error), _customer_hint(raw))
     if isinstance(event, _Event):

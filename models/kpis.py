@@ -15,6 +15,14 @@ KpiName = Literal[
     "complaint_rate",
     "csat",
     "days_since_last_order",
+    "gross_margin_rate",
+    "revenue_growth",
+    "tenure_days",
+    "receivables_collection_rate",
+    "overdue_receivables",
+    "lifetime_revenue",
+    "retained",
+    "revenue_per_service_hour",
 ]
 KPI_NAMES: tuple[KpiName, ...] = get_args(KpiName)
 
@@ -31,6 +39,14 @@ class Kpis:
     complaint_rate: float
     csat: float | None
     days_since_last_order: Decimal | None
+    gross_margin_rate: float | None
+    revenue_growth: float | None
+    tenure_days: Decimal | None
+    receivables_collection_rate: float | None
+    overdue_receivables: Decimal
+    lifetime_revenue: Decimal
+    retained: int | None
+    revenue_per_service_hour: float | None
 
     def value(self, name: KpiName) -> float | None:
         """A KPI as a number for scoring (None when undefined)."""

@@ -37,7 +37,9 @@ def next_due(
     of ``as_of``, just evaluated)."""
     candidates: list[int] = []
     counted: list[int] = []  # instants that count in a KPI while their bucket is in the window
+    placed: list[int] = []  # also count in the previous window (revenue_growth, retained)
     latest_placed = max((t for _, t in state.placed_history), default=None)
+    earliest_placed = min((t for _, t in state.first_placed), default=None)
     for order in state.orders.values():
         if order.cancelled:
             continue
@@ -46,8 +48,17 @@ def next_due(
             candidates.append(promised)
             counted.append(promised)
         if order.placed_us is not None:
-            counted.append(order.placed_us)
+            placed.append(order.placed_us)
             latest_placed = order.placed_us if latest_placed is None else max(latest_placed, order.placed_us)
+            earliest_placed = (
+                order.placed_us if earliest_placed is None else min(earliest_placed, order.placed_us)
+            )
+    counted += placed
+    for invoice in state.invoices.values():
+        if invoice.due_us is not None:  # counts from its due instant while that is in the window
+            candidates.append(invoice.due_us)
+            counted.append(invoice.due_us)
+        candidates += [at for at, _ in invoice.payments.values()]  # reduces what is overdue from then
     leads = [round(r.ticket.minutes_before_deadline * 60_000_000) for r in policy.alerts if r.ticket]
     bucket_us = window.bucket_us
     for ticket in state.tickets.values():
@@ -68,12 +79,22 @@ def next_due(
     earliest = min((t for t in counted if t >= low), default=None)
     if earliest is not None:
         candidates.append((earliest // bucket_us + window.buckets) * bucket_us)
+    earliest = min((t for t in placed if t >= low - window.buckets * bucket_us), default=None)
+    if earliest is not None:  # the first to leave the previous window
+        candidates.append((earliest // bucket_us + 2 * window.buckets) * bucket_us)
     due = min((c for c in candidates if c > as_of), default=None)
-    if latest_placed is None:
+    if latest_placed is None or earliest_placed is None:
         return due, None
     recency = _recency_due(state, policy, segment, kpis, latest_placed, as_of, due)
-    refresh = latest_placed + _HALF_STEP + ((as_of - latest_placed - _HALF_STEP) // _STEP + 1) * _STEP
+    # days_since_last_order and tenure_days step every 0.01 day, each from its own order.
+    refresh = min(_next_step(latest_placed, as_of), _next_step(earliest_placed, as_of))
     return (due if recency is None else recency), refresh
+
+
+def _next_step(since: int, as_of: int) -> int:
+    """The first instant after ``as_of`` at which (instant − since) in days, rounded to 0.01,
+    shows a new value."""
+    return since + _HALF_STEP + ((as_of - since - _HALF_STEP) // _STEP + 1) * _STEP
 
 
 def _recency_due(

@@ -18,9 +18,6 @@ one window length.
 
 from __future__ import annotations
 
-import json
-import struct
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -29,13 +26,18 @@ from fractions import Fraction
 from hashlib import blake2b
 from typing import Any
 
+from models import codec
+from models.codec import StoredSummary
 from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, Window, to_micros
-from models.events import ComplaintEvent, CustomerProfile, Event, OrderEvent, TicketEvent
+from models.events import ComplaintEvent, CustomerProfile, Event, InvoiceEvent, OrderEvent, TicketEvent
 from models.kpis import Kpis
 
+__all__ = ["CustomerState", "Invoice", "Order", "Outcome", "StoredSummary", "Ticket", "TierStatus"]
+
 PRIORITIES = ("P1", "P2", "P3", "P4")
-# Cancelled-order look-ups reach past the window only for days_since_last_order:
-# keep this many of the latest pruned, non-cancelled orders.
+# The KPIs "ever" (days_since_last_order, tenure_days) reach past the records kept: this many of
+# the latest and of the earliest forgotten non-cancelled orders are kept, so that a cancellation
+# arriving after an order was forgotten still finds the next one.
 PLACED_HISTORY = 8
 
 
@@ -59,6 +61,7 @@ class Order:
     delivered_us: int | None = None  # earliest delivery
     cancelled: bool = False
     last_us: int = 0  # latest instant of any kind: nothing can be in the window once this is not
+    cost: Decimal | None = None  # from the placed event
 
     @property
     def promised_us(self) -> int | None:
@@ -73,6 +76,20 @@ class Ticket:
     resolved_us: int | None = None  # first resolution absorbed
     satisfaction: int | None = None
     last_us: int = 0
+    effort: Decimal | None = None  # effort_minutes of the first resolution
+
+
+@dataclass(slots=True)
+class Invoice:
+    issued_us: int | None = None
+    amount: Decimal | None = None  # from the issued event
+    due_us: int | None = None
+    # Payments by their event's id hash: several add up, a re-sent one is the same payment.
+    payments: dict[int, tuple[int, Decimal]] = field(default_factory=dict)  # -> (occurred, amount)
+    last_us: int = 0
+
+    def paid_by(self, instant: int) -> Decimal:
+        return sum((amount for at, amount in self.payments.values() if at <= instant), Decimal(0))
 
 
 @dataclass(slots=True)
@@ -99,24 +116,6 @@ class TierStatus:
     refresh: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredSummary:
-    """The head of a stored state: what adopting the customer needs, read without the rest."""
-
-    customer_id: str
-    as_of: int | None  # None: never evaluated
-    policy_version: str | None
-    tier: str | None
-    segment: str | None
-    due: int | None
-    refresh: int | None
-    has_outbox: bool
-
-    @classmethod
-    def of(cls, raw: bytes) -> StoredSummary:
-        return _read_head(raw)[0]
-
-
 @dataclass(slots=True)
 class CustomerState:
     customer_id: str
@@ -125,7 +124,12 @@ class CustomerState:
     tickets: dict[int, Ticket] = field(default_factory=dict)
     complaints: dict[int, int] = field(default_factory=dict)  # complaint hash -> occurred_us
     seen: dict[int, int] = field(default_factory=dict)  # event_id hash -> bucket
-    placed_history: list[tuple[int, int]] = field(default_factory=list)  # (order hash, placed_us)
+    invoices: dict[int, Invoice] = field(default_factory=dict)
+    # Forgotten orders (models/state.py, prune), for the KPIs "ever": the latest and the earliest
+    # placed (order hash, placed_us), and the revenue of all of them.
+    placed_history: list[tuple[int, int]] = field(default_factory=list)
+    first_placed: list[tuple[int, int]] = field(default_factory=list)
+    forgotten_revenue: Decimal = Decimal(0)
     status: TierStatus = field(default_factory=TierStatus)
     # Not stored: prune's outcome depends only on the window's first bucket (absorbed records are
     # never retired), so a second prune within the same bucket has nothing to do.
@@ -144,6 +148,8 @@ class CustomerState:
             changed = self._absorb_order(event, occurred)
         elif isinstance(event, TicketEvent):
             changed = self._absorb_ticket(event, occurred)
+        elif isinstance(event, InvoiceEvent):
+            changed = self._absorb_invoice(event, occurred)
         else:
             changed = self._absorb_complaint(event, occurred)
         if not changed:
@@ -166,7 +172,7 @@ class CustomerState:
         if event.type == "placed":
             if order.placed_us is not None:
                 return False  # a second placed of the same order is a duplicate
-            order.placed_us, order.amount = occurred, event.amount
+            order.placed_us, order.amount, order.cost = occurred, event.amount, event.cost
             order.promised_placed_us = _micros(event.promised_at)
         elif event.type == "delivered":
             if order.delivered_us is not None and order.delivered_us <= occurred:
@@ -179,6 +185,7 @@ class CustomerState:
                 return False
             order.cancelled = True
             self.placed_history = [(h, t) for h, t in self.placed_history if h != key]
+            self.first_placed = [(h, t) for h, t in self.first_placed if h != key]
         order.last_us = max(order.last_us, occurred, order.promised_us or 0)
         return True
 
@@ -199,7 +206,25 @@ class CustomerState:
             if ticket.resolved_us is not None:
                 return False
             ticket.resolved_us, ticket.satisfaction = occurred, event.satisfaction
+            ticket.effort = event.effort_minutes
         ticket.last_us = max(ticket.last_us, occurred)
+        return True
+
+    def _absorb_invoice(self, event: InvoiceEvent, occurred: int) -> bool:
+        key = stable_hash(event.invoice_id)
+        invoice = self.invoices.get(key)
+        if invoice is None:
+            invoice = self.invoices[key] = Invoice()
+        if event.type == "issued":
+            if invoice.issued_us is not None:
+                return False  # a second issued of the same invoice is a duplicate
+            invoice.issued_us, invoice.amount, invoice.due_us = occurred, event.amount, _micros(event.due_at)
+        else:
+            payment = stable_hash(event.event_id)
+            if payment in invoice.payments:
+                return False
+            invoice.payments[payment] = (occurred, event.amount)
+        invoice.last_us = max(invoice.last_us, occurred, invoice.due_us or 0)
         return True
 
     def _absorb_complaint(self, event: ComplaintEvent, occurred: int) -> bool:
@@ -214,31 +239,72 @@ class CustomerState:
     def kpis(self, as_of: int, window: Window, sla_us: tuple[int, int, int, int]) -> Kpis:
         """Every KPI of contract §3 as of ``as_of`` (T). Pure: reads the state only."""
         start, end = window.bounds(as_of)  # t is in the window when start <= t < end
-        revenue, order_count, on_time, due = Decimal(0), 0, 0, 0
-        latest_placed = max((t for _, t in self.placed_history), default=None)
+        orders = self._order_kpis(as_of, start, end)
+        tickets = self._ticket_kpis(as_of, start, end, sla_us)
+        receivables = self._receivable_kpis(as_of, start, end)
+        complaints = sum(1 for occurred in self.complaints.values() if start <= occurred < end)
+        revenue, order_count = orders["revenue"], orders["order_count"]
+        effort = tickets.pop("effort")
+        return Kpis(
+            **orders,
+            **tickets,
+            **receivables,
+            complaint_rate=float(Fraction(100 * complaints, max(order_count, 1))),
+            revenue_per_service_hour=None
+            if effort == 0
+            else float(Fraction(revenue) * 60 / Fraction(effort)),
+        )
+
+    def _order_kpis(self, as_of: int, start: int, end: int) -> dict[str, Any]:
+        previous = 2 * start - end  # the previous window is [previous, start)
+        revenue, before, order_count, ordered_before, on_time, due = Decimal(0), Decimal(0), 0, 0, 0, 0
+        lifetime, costed_amount, margin = self.forgotten_revenue, Decimal(0), Decimal(0)
+        latest = max((t for _, t in self.placed_history), default=None)
+        earliest = min((t for _, t in self.first_placed), default=None)
         for order in self.orders.values():
             if order.cancelled:
                 continue
-            if order.placed_us is not None:
-                latest_placed = (
-                    order.placed_us if latest_placed is None else max(latest_placed, order.placed_us)
-                )
-                if start <= order.placed_us < end:
-                    revenue += order.amount or 0
+            placed, amount = order.placed_us, order.amount or Decimal(0)
+            if placed is not None:
+                lifetime += amount
+                latest = placed if latest is None else max(latest, placed)
+                earliest = placed if earliest is None else min(earliest, placed)
+                if start <= placed < end:
+                    revenue += amount
                     order_count += 1
+                    if order.cost is not None:
+                        costed_amount += amount
+                        margin += amount - order.cost
+                elif previous <= placed < start:
+                    before += amount
+                    ordered_before += 1
             promised = order.promised_us
             if promised is not None and start <= promised <= as_of:
                 due += 1
                 on_time += order.delivered_us is not None and order.delivered_us <= promised
+        return {
+            "revenue": revenue,
+            "order_count": order_count,
+            "on_time_delivery_rate": _ratio(on_time, due),
+            "days_since_last_order": None if latest is None else _days(as_of - latest),
+            "gross_margin_rate": _ratio(margin, costed_amount),
+            "revenue_growth": None if before == 0 else float(Fraction(revenue) / Fraction(before) - 1),
+            "tenure_days": None if earliest is None else _days(as_of - earliest),
+            "lifetime_revenue": lifetime.quantize(Decimal("0.01"), ROUND_HALF_UP),
+            "retained": None if ordered_before == 0 else int(order_count > 0),
+        }
+
+    def _ticket_kpis(
+        self, as_of: int, start: int, end: int, sla_us: tuple[int, int, int, int]
+    ) -> dict[str, Any]:
         response_sum, responded, sla_met, sla_counted, rating_sum, rated = 0, 0, 0, 0, 0, 0
+        effort = Decimal(0)
         for ticket in self.tickets.values():
-            if (
-                ticket.resolved_us is not None
-                and ticket.satisfaction is not None
-                and start <= ticket.resolved_us < end
-            ):
-                rating_sum += ticket.satisfaction
-                rated += 1
+            if ticket.resolved_us is not None and start <= ticket.resolved_us < end:
+                if ticket.satisfaction is not None:
+                    rating_sum += ticket.satisfaction
+                    rated += 1
+                effort += ticket.effort or 0
             if ticket.opened_us is None or not start <= ticket.opened_us < end:
                 continue
             deadline = ticket.opened_us + sla_us[ticket.priority]
@@ -249,19 +315,23 @@ class CustomerState:
             if answered is not None or deadline <= as_of:
                 sla_counted += 1
                 sla_met += answered is not None and answered <= deadline
-        complaints = sum(1 for occurred in self.complaints.values() if start <= occurred < end)
-        return Kpis(
-            revenue=revenue,
-            order_count=order_count,
-            on_time_delivery_rate=_ratio(on_time, due),
-            first_response_minutes=_ratio(response_sum, responded * MICROS_PER_MINUTE),
-            response_sla_rate=_ratio(sla_met, sla_counted),
-            complaint_rate=float(Fraction(100 * complaints, max(order_count, 1))),
-            csat=_ratio(rating_sum, rated),
-            days_since_last_order=None
-            if latest_placed is None
-            else (Decimal(as_of - latest_placed) / MICROS_PER_DAY).quantize(Decimal("0.01"), ROUND_HALF_UP),
-        )
+        return {
+            "first_response_minutes": _ratio(response_sum, responded * MICROS_PER_MINUTE),
+            "response_sla_rate": _ratio(sla_met, sla_counted),
+            "csat": _ratio(rating_sum, rated),
+            "effort": effort,
+        }
+
+    def _receivable_kpis(self, as_of: int, start: int, end: int) -> dict[str, Any]:
+        billed, collected, overdue = Decimal(0), Decimal(0), Decimal(0)
+        for invoice in self.invoices.values():
+            due, amount = invoice.due_us, invoice.amount
+            if due is None or amount is None or not (start <= due < end and due <= as_of):
+                continue
+            billed += amount
+            collected += min(invoice.paid_by(due), amount)
+            overdue += max(amount - invoice.paid_by(as_of), Decimal(0))
+        return {"receivables_collection_rate": _ratio(collected, billed), "overdue_receivables": overdue}
 
     def open_tickets(self) -> list[tuple[int, Ticket]]:
         """Opened, unanswered and unresolved tickets (for open-ticket alert rules)."""
@@ -284,134 +354,44 @@ class CustomerState:
         if first == self.pruned_for:
             return
         self.pruned_for = first
+        forgotten = []
         for key, order in list(self.orders.items()):
             if retired(order.last_us, as_of):
                 del self.orders[key]
                 if order.placed_us is not None and not order.cancelled:
-                    self.placed_history.append((key, order.placed_us))
-        self.placed_history = sorted(self.placed_history, key=lambda item: -item[1])[:PLACED_HISTORY]
+                    forgotten.append((key, order.placed_us))
+                    self.forgotten_revenue += order.amount or 0
+        if forgotten:
+            self.placed_history = sorted(self.placed_history + forgotten, key=lambda item: -item[1])[
+                :PLACED_HISTORY
+            ]
+            self.first_placed = sorted(self.first_placed + forgotten, key=lambda item: item[1])[
+                :PLACED_HISTORY
+            ]
+        self.invoices = {k: i for k, i in self.invoices.items() if not retired(i.last_us, as_of)}
         for key, ticket in list(self.tickets.items()):
             if retired(ticket.last_us, as_of):
                 del self.tickets[key]
         self.complaints = {k: t for k, t in self.complaints.items() if not retired(t, as_of)}
         self.seen = {k: b for k, b in self.seen.items() if b >= first}
 
-    # ------------------------------------------------------------ serialisation
+    # ------------------------------------------------------------ stored form
 
     def to_bytes(self) -> bytes:
-        """A fixed head (StoredSummary), then the records as fixed-size rows, zlib-compressed.
-
-        Ids are random 64-bit hashes and do not compress: they are most of the size."""
-        status = self.status
-        summary = [getattr(status, name) for name in _SUMMARY_FIELDS]
-        head = _json([self.customer_id, *summary, bool(status.outbox)])
-        orders, tickets = list(self.orders.items()), list(self.tickets.items())
-        amounts = [None if o.amount is None else str(o.amount) for _, o in orders]
-        meta = _json([self.profile, self.placed_history, amounts, [getattr(status, n) for n in _META_FIELDS]])
-        rows = [
-            _COUNTS.pack(len(meta), len(orders), len(tickets), len(self.complaints), len(self.seen)),
-            meta,
-        ]
-        for key, o in orders:
-            placed, delivered = _nullable(o.placed_us), _nullable(o.delivered_us)
-            promised = (_nullable(o.promised_placed_us), _nullable(o.promised_delivered_us))
-            rows.append(_ORDER.pack(key, placed, *promised, delivered, o.last_us, o.cancelled))
-        for key, t in tickets:
-            times = (_nullable(t.opened_us), _nullable(t.first_response_us), _nullable(t.resolved_us))
-            rows.append(_TICKET.pack(key, *times, t.last_us, t.priority, t.satisfaction or 0))
-        rows += [_PAIR.pack(key, occurred) for key, occurred in self.complaints.items()]
-        rows += [_PAIR.pack(key, bucket) for key, bucket in self.seen.items()]
-        body = zlib.compress(b"".join(rows), 1)
-        return _HEAD.pack(_FORMAT, _nullable(status.due), _nullable(status.refresh), len(head)) + head + body
+        return codec.encode(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CustomerState:
-        summary, at = _read_head(raw)
-        body = zlib.decompress(raw[at:])
-        meta_length, n_orders, n_tickets, n_complaints, n_seen = _COUNTS.unpack_from(body)
-        at = _COUNTS.size + meta_length
-        profile, history, amounts, rest = json.loads(body[_COUNTS.size : at])
-        status = TierStatus(
-            **{name: getattr(summary, name) for name in (*_SUMMARY_FIELDS, "due", "refresh")},
-            **dict(zip(_META_FIELDS, rest, strict=True)),
-        )
-        state = cls(summary.customer_id, profile, placed_history=[(h, t) for h, t in history], status=status)
-        rows, at = _rows(body, at, _ORDER, n_orders)
-        for (key, placed, promised_placed, promised_delivered, delivered, last, cancelled), amount in zip(
-            rows, amounts, strict=True
-        ):
-            state.orders[key] = Order(
-                _value(placed),
-                None if amount is None else Decimal(amount),
-                _value(promised_placed),
-                _value(promised_delivered),
-                _value(delivered),
-                bool(cancelled),
-                last,
-            )
-        rows, at = _rows(body, at, _TICKET, n_tickets)
-        for key, opened, responded, resolved, last, priority, satisfaction in rows:
-            state.tickets[key] = Ticket(
-                _value(opened), priority, _value(responded), _value(resolved), satisfaction or None, last
-            )
-        rows, at = _rows(body, at, _PAIR, n_complaints)
-        state.complaints = dict(rows)
-        rows, at = _rows(body, at, _PAIR, n_seen)
-        state.seen = dict(rows)
-        return state
-
-
-# The stored layout. Absent instants are stored as _NONE (no event time is that far back).
-_FORMAT = 3
-_NONE = -(2**63)
-_HEAD = struct.Struct("<Bqqi")  # format, due, refresh, length of the JSON summary that follows
-_COUNTS = struct.Struct("<iiiii")  # length of the JSON meta, then the number of each kind of row
-_ORDER = struct.Struct(
-    "<QqqqqqB"
-)  # key, placed, promised (placed), promised (delivered), delivered, last, cancelled
-_TICKET = struct.Struct(
-    "<QqqqqBB"
-)  # key, opened, first response, resolved, last, priority, satisfaction (0: none)
-_PAIR = struct.Struct("<Qq")  # complaint key and occurred; remembered event id and its bucket
-_SUMMARY_FIELDS = ("as_of", "policy_version", "tier", "segment")
-_META_FIELDS = ("score", "change_score", "changes", "fired", "fingerprint", "first_seen", "outbox", "alerts")
-
-
-def _read_head(raw: bytes) -> tuple[StoredSummary, int]:
-    """The summary, and where the compressed records begin."""
-    if not raw or raw[0] != _FORMAT:
-        raise ValueError(
-            f"stored customer state of an unknown format ({raw[:1]!r}): written by another TierPulse "
-            "version; reset the scorer's state (README, 'Upgrading')"
-        )
-    _, due, refresh, length = _HEAD.unpack_from(raw)
-    end = _HEAD.size + length
-    customer_id, as_of, version, tier, segment, has_outbox = json.loads(raw[_HEAD.size : end])
-    return StoredSummary(
-        customer_id, as_of, version, tier, segment, _value(due), _value(refresh), has_outbox
-    ), end
-
-
-def _rows(body: bytes, at: int, layout: struct.Struct, count: int) -> tuple[Any, int]:
-    end = at + layout.size * count
-    return layout.iter_unpack(body[at:end]), end
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _nullable(micros: int | None) -> int:
-    return _NONE if micros is None else micros
-
-
-def _value(stored: int) -> int | None:
-    return None if stored == _NONE else stored
+        return codec.decode(raw, cls)
 
 
 def _micros(instant: datetime | None) -> int | None:
     return None if instant is None else to_micros(instant)
 
 
-def _ratio(numerator: int, denominator: int) -> float | None:
-    return None if denominator == 0 else float(Fraction(numerator, denominator))
+def _ratio(numerator: int | Decimal, denominator: int | Decimal) -> float | None:
+    return None if denominator == 0 else float(Fraction(numerator) / Fraction(denominator))
+
+
+def _days(micros: int) -> Decimal:
+    return (Decimal(micros) / MICROS_PER_DAY).quantize(Decimal("0.01"), ROUND_HALF_UP)

@@ -21,6 +21,11 @@ KPI_BUCKETS = {
     "first_response_minutes": (5, 15, 30, 60, 120, 240, 480, 1440),
     "complaint_rate": (0, 1, 2, 5, 10, 20, 50, 100),
     "csat": (1, 2, 3, 3.5, 4, 4.5, 4.8, 5),
+    "gross_margin_rate": (0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
+    "revenue_growth": (-0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1),
+    "receivables_collection_rate": (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0),
+    "overdue_receivables": (0, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
+    "revenue_per_service_hour": (10, 50, 100, 250, 500, 1_000, 5_000),
 }
 
 

@@ -1,7 +1,7 @@
 """The Faust app, built by a factory from one Settings object.
 
-One agent reads every co-partitioned input (orders, tickets, complaints,
-customers, re-keyed input, sweep ticks) in batches, hands each batch to the
+One agent reads every co-partitioned input (the input kinds of models/events.py,
+re-keyed input, sweep ticks) in batches, hands each batch to the
 pipeline, then writes in this order — the order is what makes crashes safe:
 
 1. dead letters and re-keyed input to Kafka, awaited;
@@ -168,7 +168,8 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     def raw(*names: str) -> Any:
         return app.topic(*names, key_serializer="raw", value_serializer="raw")
 
-    source = raw(names.orders, names.tickets, names.complaints, names.customers, names.rekeyed, names.sweep)
+    inputs = {*names.input_kinds(), names.rekeyed}
+    source = raw(*sorted(inputs), names.sweep)
     sweep_topic = raw(names.sweep)
     sinks = {
         "dead_letters": KafkaTopicSink(raw(names.dead_letters)),
@@ -199,7 +200,6 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     tables = FaustTables(
         customers, progress, settings.partitions, copy_to_walk=settings.store.startswith("memory")
     )
-    inputs = {names.orders, names.tickets, names.complaints, names.customers, names.rekeyed}
     pipeline = Pipeline(
         policy,
         settings.window,

@@ -86,13 +86,7 @@ async def _demo(settings: Settings, count: int, backfill_days: float, live_secon
     from tqdm import tqdm
 
     await ensure_topics(settings)
-    names = settings.topics
-    topic_of = {
-        Topic.ORDERS: names.orders,
-        Topic.TICKETS: names.tickets,
-        Topic.COMPLAINTS: names.complaints,
-        Topic.CUSTOMERS: names.customers,
-    }
+    topic_of = {kind: name for name, kind in settings.topics.input_kinds().items()}
     people = demo.customers(count, seed)
     now = datetime.now(UTC)
     backlog = list(demo.history(people, now - timedelta(days=backfill_days), now, seed=seed, messy=True))

@@ -6,6 +6,12 @@ slip in the last ten days), recovering (bad, then good), complaint floods and P1
 tickets left unanswered. History is generated in event-time order from
 ``start`` to ``end``; ``messy`` adds re-sent duplicates, late arrivals and
 malformed messages, as real producers do.
+
+The money side: orders carry their cost (key accounts buy at thin negotiated
+margins, degrading customers' margins erode), resolved tickets the service effort
+(key accounts cost more), and every order that is not cancelled is invoiced, then
+paid on time, late, in instalments, never, or in advance; neglected and degrading
+customers pay late or partly more often.
 """
 
 from __future__ import annotations
@@ -15,10 +21,20 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from models.events import Topic
 
 BEHAVIOURS = ("steady", "steady", "steady", "degrading", "recovering", "complaining", "neglected")
+# The cost of an order as a share of its amount, by segment: key accounts negotiate thin margins.
+COST_SHARE = {"key_account": (0.78, 0.88), "standard": (0.65, 0.75), "small_account": (0.55, 0.65)}
+MARGIN_EROSION = 0.10  # how much of the amount a degrading customer's margin has lost by the end
+# Service effort of a resolved ticket, in minutes: key accounts cost more service.
+EFFORT_MINUTES = {"key_account": (60, 240)}
+OTHER_EFFORT_MINUTES = (15, 90)
+PAYMENT_OUTCOMES = ("on_time", "late", "partial", "never", "advance")
+PROMPT_PAYER_WEIGHTS = (75, 10, 8, 5, 2)  # percent of invoices, in PAYMENT_OUTCOMES order
+SLOW_PAYER_WEIGHTS = (50, 22, 18, 8, 2)  # neglected and degrading customers
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,9 @@ def history(
 ) -> Iterator[Message]:
     """Every message of every customer between start and end, in event-time order."""
     rng = random.Random(seed)
+    # Costs, effort and invoices draw from a stream of their own, so that adding them left the
+    # orders, tickets and complaints (and their ids) as the same seed gave them before.
+    money_rng = random.Random(f"{seed}:money")
     pending: list[Message] = [
         Message(Topic.CUSTOMERS, c.customer_id.encode(), _json(c.profile()), start) for c in people
     ]
@@ -70,10 +89,11 @@ def history(
             at = start + timedelta(days=day)
             if at >= end:
                 break
-            pending += _order_messages(c, rng, at, end, stage=(at - start).total_seconds() / span)
+            stage = (at - start).total_seconds() / span
+            pending += _order_messages(c, rng, money_rng, at, end, stage)
             opened = at + timedelta(hours=rng.uniform(0, 24))
             if rng.random() < 0.35 and opened < end:
-                pending += _ticket_messages(c, rng, opened, end)
+                pending += _ticket_messages(c, rng, money_rng, opened, end)
             flooding = c.behaviour == "complaining" and (at - start).total_seconds() / span > 0.75
             if flooding or rng.random() < 0.03:
                 severity = rng.choice(["high", "critical"]) if flooding else "low"
@@ -98,7 +118,7 @@ def history(
 
 
 def _order_messages(
-    c: DemoCustomer, rng: random.Random, at: datetime, end: datetime, stage: float
+    c: DemoCustomer, rng: random.Random, money_rng: random.Random, at: datetime, end: datetime, stage: float
 ) -> list[Message]:
     order_id = _id(rng, "ord")
     promised = at + timedelta(days=rng.choice([1, 2, 3]))
@@ -115,6 +135,7 @@ def _order_messages(
             type="placed",
             amount=str(amount),
             promised_at=promised.isoformat(),
+            **_cost(c, money_rng, amount, stage),
         )
     ]
     if rng.random() < 0.04 and at + timedelta(hours=2) < end:
@@ -122,6 +143,7 @@ def _order_messages(
             _event(Topic.ORDERS, c, at + timedelta(hours=2), rng, order_id=order_id, type="cancelled")
         )
         return messages
+    messages += _invoice_messages(c, money_rng, at, amount, end)
     delivered = (
         promised - timedelta(hours=rng.uniform(1, 20))
         if on_time
@@ -142,7 +164,9 @@ def _order_messages(
     return messages
 
 
-def _ticket_messages(c: DemoCustomer, rng: random.Random, opened: datetime, end: datetime) -> list[Message]:
+def _ticket_messages(
+    c: DemoCustomer, rng: random.Random, money_rng: random.Random, opened: datetime, end: datetime
+) -> list[Message]:
     ticket_id, priority = _id(rng, "tkt"), rng.choice(["P1", "P2", "P2", "P3", "P3", "P4"])
     slow = c.behaviour in ("degrading", "neglected") or c.customer_type == "price_sensitive"
     wait = timedelta(minutes=rng.uniform(20, 600) if slow else rng.uniform(2, 50))
@@ -154,10 +178,71 @@ def _ticket_messages(c: DemoCustomer, rng: random.Random, opened: datetime, end:
         )
     if resolved < end:
         rating = rng.choice([3, 4, 4, 5]) if slow else rng.choice([4, 5, 5, 5])
-        messages.append(
-            _event(Topic.TICKETS, c, resolved, rng, ticket_id=ticket_id, type="resolved", satisfaction=rating)
-        )
+        resolution = {"ticket_id": ticket_id, "type": "resolved", "satisfaction": rating}
+        messages.append(_event(Topic.TICKETS, c, resolved, rng, **resolution, **_effort(c, money_rng)))
     return messages
+
+
+def _cost(c: DemoCustomer, money_rng: random.Random, amount: float, stage: float) -> dict[str, str]:
+    """The cost field of a placed order (3% of producers leave it out); stage is 0..1 through the period."""
+    if money_rng.random() < 0.03:
+        return {}
+    low, high = COST_SHARE.get(c.segment, COST_SHARE["standard"])
+    erosion = MARGIN_EROSION * stage if c.behaviour == "degrading" else 0.0
+    return {"cost": str(round(amount * (money_rng.uniform(low, high) + erosion), 2))}
+
+
+def _effort(c: DemoCustomer, money_rng: random.Random) -> dict[str, int]:
+    """The effort field of a resolved ticket (5% without)."""
+    if money_rng.random() < 0.05:
+        return {}
+    return {"effort_minutes": money_rng.randint(*EFFORT_MINUTES.get(c.segment, OTHER_EFFORT_MINUTES))}
+
+
+def _invoice_messages(
+    c: DemoCustomer, money_rng: random.Random, placed: datetime, amount: float, end: datetime
+) -> list[Message]:
+    """The order's invoice, issued a few hours after it was placed, and the payments against it."""
+    invoice_id = _id(money_rng, "inv")
+    issued = placed + timedelta(hours=money_rng.uniform(2, 12))
+    due = issued + timedelta(days=45 if c.segment == "key_account" else 30)
+    slow = c.behaviour in ("neglected", "degrading")
+    weights = SLOW_PAYER_WEIGHTS if slow else PROMPT_PAYER_WEIGHTS
+    outcome = money_rng.choices(PAYMENT_OUTCOMES, weights)[0]
+    fields = {"invoice_id": invoice_id, "type": "issued", "amount": str(amount), "due_at": due.isoformat()}
+    messages = [_event(Topic.INVOICES, c, issued, money_rng, **fields)]
+    for paid_at, cents in _payments(outcome, money_rng, placed, issued, due, round(amount * 100)):
+        paid = {"invoice_id": invoice_id, "type": "paid", "amount": str(Decimal(cents) / 100)}
+        messages.append(_event(Topic.INVOICES, c, paid_at, money_rng, **paid))
+    return [m for m in messages if m.occurred_at < end]
+
+
+def _payments(
+    outcome: str, money_rng: random.Random, placed: datetime, issued: datetime, due: datetime, cents: int
+) -> list[tuple[datetime, int]]:
+    """When the invoice of ``cents`` is paid, and how much each time."""
+    if outcome == "on_time":
+        return [(issued + (due - issued) * money_rng.uniform(0.05, 0.95), cents)]
+    if outcome == "late":
+        return [(due + timedelta(days=money_rng.uniform(1, 25)), cents)]
+    if outcome == "partial":
+        return _instalments(money_rng, issued, due, cents)
+    if outcome == "advance":  # paid with the order, before the invoice was issued
+        return [(placed + (issued - placed) * money_rng.uniform(0, 0.9), cents)]
+    return []  # never paid
+
+
+def _instalments(
+    money_rng: random.Random, issued: datetime, due: datetime, cents: int
+) -> list[tuple[datetime, int]]:
+    """Two or three payments adding up to the total (half the time) or less; the later ones often
+    come after the due date."""
+    covered = cents if money_rng.random() < 0.5 else round(cents * money_rng.uniform(0.3, 0.9))
+    cuts = sorted(money_rng.sample(range(1, covered), money_rng.choice([1, 2])))
+    parts = [b - a for a, b in zip([0, *cuts], [*cuts, covered], strict=True)]
+    span = (due - issued) + timedelta(days=20)
+    times = sorted(issued + span * money_rng.uniform(0.1, 1) for _ in parts)
+    return list(zip(times, parts, strict=True))
 
 
 def _mess_up(ordered: list[Message], rng: random.Random) -> Iterator[Message]:

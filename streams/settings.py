@@ -24,6 +24,7 @@ class TopicNames(BaseModel):
     orders: str = "orders"
     tickets: str = "service-tickets"
     complaints: str = "complaints"
+    invoices: str = "invoices"
     customers: str = "customers"
     tier_changes: str = "customer-tier-changes"
     alerts: str = "customer-alerts"
@@ -36,6 +37,7 @@ class TopicNames(BaseModel):
             self.orders: Topic.ORDERS,
             self.tickets: Topic.TICKETS,
             self.complaints: Topic.COMPLAINTS,
+            self.invoices: Topic.INVOICES,
             self.customers: Topic.CUSTOMERS,
         }
 

@@ -1,8 +1,8 @@
 """Create the topics the scorer reads and writes, or check the ones that exist.
 
 All input and internal topics must have the same partition count: a customer's
-orders, tickets, complaints, profile, re-keyed events and state then live in the
-same partition number, owned by one worker.
+orders, tickets, complaints, invoices, profile, re-keyed events and state then live
+in the same partition number, owned by one worker.
 
 The tables' changelog topics are created here too, before Faust starts: Faust
 would create them itself, but a worker whose first table write comes while its
@@ -33,14 +33,7 @@ def bootstrap_servers(settings: Settings) -> str:
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create what is missing; return the names created. Raises TopicLayoutError on a mismatch."""
     names = settings.topics
-    copartitioned = [
-        names.orders,
-        names.tickets,
-        names.complaints,
-        names.customers,
-        names.rekeyed,
-        names.sweep,
-    ]
+    copartitioned = [*names.input_kinds(), names.rekeyed, names.sweep]
     outputs = [names.tier_changes, names.alerts, names.dead_letters]
     changelogs = [f"{settings.app_id}-{table}-changelog" for table in TABLES]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)

@@ -39,12 +39,13 @@ from models.policy import load_policy
 from models.tiering import UNRATED
 from streams import demo
 from streams.pipeline import Pipeline, Record, Routing
+from tests.integration.harness import INPUT_FIELDS
 from tests.unit.builders import DictTables
 
 PARTITIONS = 4
 CHUNK = 500  # records per input partition in one fetch while a backlog is read
 BATCH = 2_000  # the worker's batch_size
-TOPICS = {Topic.ORDERS: "orders", Topic.TICKETS: "tickets", Topic.COMPLAINTS: "complaints"}
+TOPICS = {kind: name for kind, name in INPUT_FIELDS.items() if kind is not Topic.CUSTOMERS}
 Stream = tuple[str, int]
 Change = tuple[str, str, str, int, int]  # customer, previous tier, new tier, as_of, order_count
 

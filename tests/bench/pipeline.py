@@ -33,14 +33,9 @@ from tqdm import tqdm
 
 from deploy import services
 from streams import demo
-from tests.integration.harness import ScorerRun
+from tests.integration.harness import INPUT_FIELDS, ScorerRun
 
-KINDS = {
-    demo.Topic.ORDERS: "orders",
-    demo.Topic.TICKETS: "tickets",
-    demo.Topic.COMPLAINTS: "complaints",
-    demo.Topic.CUSTOMERS: "customers",
-}
+KINDS = INPUT_FIELDS
 
 
 async def preload(run: ScorerRun, customers: int, days: float) -> int:
@@ -63,7 +58,7 @@ async def preload(run: ScorerRun, customers: int, days: float) -> int:
 
 async def baseline(run: ScorerRun, total: int) -> float:
     """Messages per second of a bare consumer that decodes JSON: the practical ceiling here."""
-    topics = [run.topic(k) for k in ("orders", "tickets", "complaints", "customers")]
+    topics = [run.topic(k) for k in KINDS.values()]
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=run.bootstrap,
@@ -116,7 +111,7 @@ async def _committed(run: ScorerRun) -> int:
         offsets = await admin.list_consumer_group_offsets(run.name)
     finally:
         await admin.close()
-    inputs = {run.topic(k) for k in ("orders", "tickets", "complaints", "customers")}
+    inputs = {run.topic(k) for k in KINDS.values()}
     return sum(o.offset for tp, o in offsets.items() if tp.topic in inputs and o.offset > 0)
 
 

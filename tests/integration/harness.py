@@ -28,18 +28,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from streams.settings import TopicNames
+
 REPO = Path(__file__).resolve().parents[2]
-TOPIC_KINDS = (
-    "orders",
-    "tickets",
-    "complaints",
-    "customers",
-    "tier_changes",
-    "alerts",
-    "dead_letters",
-    "rekeyed",
-    "sweep",
-)
+# Each topic by its settings field (TIERPULSE_TOPICS__<FIELD>); the input kinds by their field.
+TOPIC_KINDS = tuple(TopicNames.model_fields)
+INPUT_FIELDS = {
+    kind: field
+    for field in TOPIC_KINDS
+    for name, kind in TopicNames().input_kinds().items()
+    if getattr(TopicNames(), field) == name
+}
+INPUTS = (*INPUT_FIELDS.values(), "rekeyed")
 
 
 Produced = tuple[str, int, int, bytes | None, bytes | None]
@@ -207,7 +207,7 @@ class ScorerRun:
         from aiokafka import TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
-        inputs = [self.topic(k) for k in ("orders", "tickets", "complaints", "customers", "rekeyed")]
+        inputs = [self.topic(k) for k in INPUTS]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
         await admin.start()
@@ -242,11 +242,7 @@ class ScorerRun:
         return lags
 
     def input_partitions(self) -> set[tuple[str, int]]:
-        return {
-            (self.topic(k), p)
-            for k in ("orders", "tickets", "complaints", "customers", "rekeyed")
-            for p in range(self.partitions)
-        }
+        return {(self.topic(k), p) for k in INPUTS for p in range(self.partitions)}
 
     async def processed_everything(self) -> bool:
         """True once the live workers report nothing left to process on any input partition
@@ -379,15 +375,10 @@ def reference_problems(
     from decimal import Decimal
 
     from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, to_micros
-    from models.events import CustomerProfile, Invalid, Topic, decode, parse_instant
+    from models.events import CustomerProfile, Invalid, decode, parse_instant
     from tests.reference import ReferenceLog
 
-    kinds = {
-        "orders": Topic.ORDERS,
-        "tickets": Topic.TICKETS,
-        "complaints": Topic.COMPLAINTS,
-        "customers": Topic.CUSTOMERS,
-    }
+    kinds = {field: kind for kind, field in INPUT_FIELDS.items()}
     reference = ReferenceLog(MICROS_PER_DAY, window_buckets)
     profiles: dict[str, dict[str, str]] = {}
     now = to_micros(datetime_now())

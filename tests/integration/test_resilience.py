@@ -15,6 +15,7 @@ from typing import Any
 from models.policy import load_policy
 from streams import demo
 from tests.integration.harness import (
+    INPUT_FIELDS,
     ScorerRun,
     chain_problems,
     http_json,
@@ -22,12 +23,7 @@ from tests.integration.harness import (
     wait_for_async,
 )
 
-KIND_NAMES = {
-    demo.Topic.ORDERS: "orders",
-    demo.Topic.TICKETS: "tickets",
-    demo.Topic.COMPLAINTS: "complaints",
-    demo.Topic.CUSTOMERS: "customers",
-}
+KIND_NAMES = INPUT_FIELDS  # the demo's kinds by the harness's topic names
 
 
 def demo_log(customers: int, days: float, seed: int) -> list[tuple[str, bytes | None, bytes | None]]:

@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import strategies as st
 
-from models.events import ComplaintEvent, Event, OrderEvent, TicketEvent
+from models.events import ComplaintEvent, Event, InvoiceEvent, OrderEvent, TicketEvent
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 SLA_MINUTES = {"P1": 60.0, "P2": 240.0, "P3": 1440.0, "P4": 4320.0}
 CUSTOMER = "客户-001"
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))])
-minute = st.integers(min_value=0, max_value=40 * 24 * 60)
+# Biased to bucket edges (midnight UTC), where windows begin and end.
+minute = st.integers(min_value=0, max_value=40 * 24 * 60) | st.integers(0, 40).map(lambda day: day * 24 * 60)
 
 
 def at_minute(minutes: int, tz: timezone) -> str:
@@ -38,6 +39,8 @@ def order_events(draw: st.DrawFn, n: int, customer: str = CUSTOMER) -> list[Even
                     "occurred_at": at_minute(placed, draw(offsets)),
                     "amount": str(amount),
                     "promised_at": at_minute(promised, draw(offsets)),
+                    # A cost up to above the amount: a margin can be negative.
+                    "cost": draw(st.none() | st.decimals(0, 12_000, places=2).map(str)),
                 }
             )
         )
@@ -113,6 +116,47 @@ def ticket_events(draw: st.DrawFn, n: int, customer: str = CUSTOMER) -> list[Eve
                     "type": "resolved",
                     "occurred_at": at_minute(opened + draw(st.integers(0, 6000)), draw(offsets)),
                     "satisfaction": draw(st.none() | st.integers(1, 5)),
+                    "effort_minutes": draw(st.none() | st.decimals(0, 600, places=1).map(str)),
+                }
+            )
+        )
+    return events
+
+
+@st.composite
+def invoice_events(draw: st.DrawFn, n: int, customer: str = CUSTOMER) -> list[Event]:
+    """An invoice (or none, its payments arriving alone) with payments that may be partial, late,
+    early (before the invoice) or add up past the total; due exactly at a payment sometimes."""
+    issued = draw(minute)
+    due = issued + draw(st.integers(0, 20 * 24 * 60))
+    amount = draw(st.decimals(0, 5_000, places=2))
+    common = {"customer_id": customer, "invoice_id": f"i{n}"}
+    events: list[Event] = []
+    if draw(st.integers(0, 5)) > 0:
+        events.append(
+            InvoiceEvent.model_validate(
+                {
+                    **common,
+                    "event_id": f"{customer}:i{n}-i",
+                    "type": "issued",
+                    "occurred_at": at_minute(issued, draw(offsets)),
+                    "amount": str(amount),
+                    "due_at": at_minute(due, draw(offsets)),
+                }
+            )
+        )
+    for k in range(draw(st.integers(0, 3))):
+        paid = draw(
+            st.sampled_from([due - 1, due, due + 1]) | st.integers(issued - 24 * 60, due + 15 * 24 * 60)
+        )
+        events.append(
+            InvoiceEvent.model_validate(
+                {
+                    **common,
+                    "event_id": f"{customer}:i{n}-p{k}",
+                    "type": "paid",
+                    "occurred_at": at_minute(paid, draw(offsets)),
+                    "amount": str(draw(st.decimals(0, 3_000, places=2))),
                 }
             )
         )
@@ -126,6 +170,8 @@ def histories(draw: st.DrawFn, customer: str = CUSTOMER) -> tuple[list[Event], l
         events += draw(order_events(n, customer))
     for n in range(draw(st.integers(0, 8))):
         events += draw(ticket_events(n, customer))
+    for n in range(draw(st.integers(0, 4))):
+        events += draw(invoice_events(n, customer))
     for n in range(draw(st.integers(0, 5))):
         events.append(
             ComplaintEvent.model_validate(
@@ -146,7 +192,8 @@ def histories(draw: st.DrawFn, customer: str = CUSTOMER) -> tuple[list[Event], l
         events += [
             e.model_copy(update={"event_id": e.event_id + "-again"})
             for e in renamed
-            if isinstance(e, ComplaintEvent) or (isinstance(e, OrderEvent) and e.type == "placed")
+            if isinstance(e, ComplaintEvent)
+            or (isinstance(e, OrderEvent | InvoiceEvent) and e.type in ("placed", "issued"))
         ]
     arrival = draw(st.permutations(events))
     checkpoints = draw(st.lists(st.booleans(), min_size=len(arrival), max_size=len(arrival)))

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, Window
-from models.events import ComplaintEvent, OrderEvent, TicketEvent, Topic
+from models.events import ComplaintEvent, InvoiceEvent, OrderEvent, TicketEvent, Topic
 from models.policy import load_policy
 from models.state import CustomerState
 from streams.pipeline import DEAD_LETTER_BYTES, Pipeline, Record, Routing
@@ -23,9 +23,14 @@ from tests.unit.builders import DictTables, at, us
 from tests.unit.histories import CUSTOMER, histories
 from tests.unit.replay import SimulatedTopics
 
-WINDOW = Window(MICROS_PER_DAY, 10)
+WINDOW = Window(MICROS_PER_DAY, 21)  # longer than half the histories' span: see test_event_time.py
 POLICY = load_policy()
-TOPIC_OF = {OrderEvent: "orders", TicketEvent: "tickets", ComplaintEvent: "complaints"}
+TOPIC_OF = {
+    OrderEvent: "orders",
+    TicketEvent: "tickets",
+    ComplaintEvent: "complaints",
+    InvoiceEvent: "invoices",
+}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
@@ -47,7 +52,12 @@ junk = st.one_of(
 
 
 def _pipeline() -> Pipeline:
-    kinds = {"orders": Topic.ORDERS, "tickets": Topic.TICKETS, "complaints": Topic.COMPLAINTS}
+    kinds = {
+        "orders": Topic.ORDERS,
+        "tickets": Topic.TICKETS,
+        "complaints": Topic.COMPLAINTS,
+        "invoices": Topic.INVOICES,
+    }
     return Pipeline(
         POLICY,
         WINDOW,

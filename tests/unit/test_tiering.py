@@ -10,7 +10,7 @@ import pytest
 
 from models.evaluation import evaluate
 from models.event_time import MICROS_PER_DAY, Window
-from models.kpis import Kpis
+from models.kpis import KPI_NAMES, Kpis
 from models.policy import KpiThreshold, PolicyError, SegmentPolicy, parse_policy
 from models.state import CustomerState
 from models.tiering import UNRATED, band, change_event_id, composite_score, kpi_score, next_tier
@@ -46,7 +46,16 @@ def test_kpi_score_is_linear_and_clamped(value: float, good: float, bad: float, 
 
 
 def test_composite_uses_only_defined_kpis() -> None:
-    kpis = Kpis(Decimal(0), 0, None, None, None, 5.0, None, None)
+    defined = ("revenue", "order_count", "complaint_rate", "overdue_receivables", "lifetime_revenue")
+    undefined = dict.fromkeys(name for name in KPI_NAMES if name not in defined)
+    kpis = Kpis(
+        revenue=Decimal(0),
+        order_count=0,
+        complaint_rate=5.0,
+        overdue_receivables=Decimal(0),
+        lifetime_revenue=Decimal(0),
+        **undefined,
+    )
     score = composite_score(kpis, SEGMENT)
     assert score.composite == 50.0  # on-time is undefined: only complaint_rate counts
     assert [(r.kpi, r.weight, r.contribution) for r in score.reasons] == [("complaint_rate", 3.0, 50.0)]

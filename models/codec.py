@@ -1,0 +1,193 @@
+"""The stored form of a customer's state (models/state.py), and its version history.
+
+A fixed head that adoption reads alone (``StoredSummary``: format, the next due instants, a
+short JSON summary), then the records as fixed-size rows and a JSON part, zlib-compressed.
+Ids are random 64-bit hashes and do not compress: they are most of the size.
+
+Formats:
+
+* 1 (0.1) — JSON. Not read: rebuild the state (README, "Upgrading").
+* 2 (0.2) — rows, without where the history starts (the warm-up). Not read.
+* 3 (0.3) — rows; the JSON part is [profile, latest placed orders, amounts, tier status].
+  Read: the records that 0.4 added (costs, efforts, invoices, the earliest orders and the
+  revenue of orders already forgotten) start empty.
+* 4 (0.4) — the JSON part adds [amount, cost] per order, the tickets' efforts, the earliest
+  placed orders, the revenue of forgotten orders and the invoices.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.state import CustomerState
+
+FORMAT = 4
+_READABLE = (3, 4)
+_NONE = -(2**63)  # an absent instant (no event time is that far back)
+_HEAD = struct.Struct("<Bqqi")  # format, due, refresh, length of the JSON summary that follows
+_COUNTS = struct.Struct("<iiiii")  # length of the JSON part, then the number of each kind of row
+# key, placed, promised (placed), promised (delivered), delivered, last, cancelled
+_ORDER = struct.Struct("<QqqqqqB")
+# key, opened, first response, resolved, last, priority, satisfaction (0: none)
+_TICKET = struct.Struct("<QqqqqBB")
+_PAIR = struct.Struct("<Qq")  # complaint key and occurred; remembered event id and its bucket
+SUMMARY_FIELDS = ("as_of", "policy_version", "tier", "segment")
+META_FIELDS = ("score", "change_score", "changes", "fired", "fingerprint", "first_seen", "outbox", "alerts")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSummary:
+    """The head of a stored state: what adopting the customer needs, read without the rest."""
+
+    customer_id: str
+    as_of: int | None  # None: never evaluated
+    policy_version: str | None
+    tier: str | None
+    segment: str | None
+    due: int | None
+    refresh: int | None
+    has_outbox: bool
+
+    @classmethod
+    def of(cls, raw: bytes) -> StoredSummary:
+        return _read_head(raw)[0]
+
+
+def encode(state: CustomerState) -> bytes:
+    status = state.status
+    head = _json([state.customer_id, *(getattr(status, n) for n in SUMMARY_FIELDS), bool(status.outbox)])
+    orders, tickets = list(state.orders.items()), list(state.tickets.items())
+    meta = _json(
+        [
+            state.profile,
+            state.placed_history,
+            [[_text(o.amount), _text(o.cost)] for _, o in orders],
+            [getattr(status, n) for n in META_FIELDS],
+            [_text(t.effort) for _, t in tickets],
+            state.first_placed,
+            str(state.forgotten_revenue),
+            [
+                [
+                    key,
+                    _text(i.amount),
+                    i.issued_us,
+                    i.due_us,
+                    i.last_us,
+                    [[k, t, str(a)] for k, (t, a) in i.payments.items()],
+                ]
+                for key, i in state.invoices.items()
+            ],
+        ]
+    )
+    rows = [_COUNTS.pack(len(meta), len(orders), len(tickets), len(state.complaints), len(state.seen)), meta]
+    for key, o in orders:
+        promised = (_nullable(o.promised_placed_us), _nullable(o.promised_delivered_us))
+        rows.append(
+            _ORDER.pack(
+                key, _nullable(o.placed_us), *promised, _nullable(o.delivered_us), o.last_us, o.cancelled
+            )
+        )
+    for key, t in tickets:
+        times = (_nullable(t.opened_us), _nullable(t.first_response_us), _nullable(t.resolved_us))
+        rows.append(_TICKET.pack(key, *times, t.last_us, t.priority, t.satisfaction or 0))
+    rows += [_PAIR.pack(key, occurred) for key, occurred in state.complaints.items()]
+    rows += [_PAIR.pack(key, bucket) for key, bucket in state.seen.items()]
+    body = zlib.compress(b"".join(rows), 1)
+    return _HEAD.pack(FORMAT, _nullable(status.due), _nullable(status.refresh), len(head)) + head + body
+
+
+def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
+    from models.state import Invoice, Order, Ticket, TierStatus
+
+    summary, at = _read_head(raw)
+    body = zlib.decompress(raw[at:])
+    meta_length, n_orders, n_tickets, n_complaints, n_seen = _COUNTS.unpack_from(body)
+    at = _COUNTS.size + meta_length
+    meta = json.loads(body[_COUNTS.size : at])
+    if raw[0] == 3:
+        profile, history, amounts, rest = meta
+        decimals, efforts, first_placed, forgotten, invoices = [[a, None] for a in amounts], None, [], "0", []
+    else:
+        profile, history, decimals, rest, efforts, first_placed, forgotten, invoices = meta
+    status = TierStatus(
+        **{name: getattr(summary, name) for name in (*SUMMARY_FIELDS, "due", "refresh")},
+        **dict(zip(META_FIELDS, rest, strict=True)),
+    )
+    state = state_type(
+        summary.customer_id, profile, placed_history=[(h, t) for h, t in history], status=status
+    )
+    state.first_placed, state.forgotten_revenue = [(h, t) for h, t in first_placed], Decimal(forgotten)
+    rows, at = _rows(body, at, _ORDER, n_orders)
+    for (key, placed, promised_placed, promised_delivered, delivered, last, cancelled), (amount, cost) in zip(
+        rows, decimals, strict=True
+    ):
+        state.orders[key] = Order(
+            _value(placed),
+            _decimal(amount),
+            _value(promised_placed),
+            _value(promised_delivered),
+            _value(delivered),
+            bool(cancelled),
+            last,
+            _decimal(cost),
+        )
+    rows, at = _rows(body, at, _TICKET, n_tickets)
+    for index, (key, opened, responded, resolved, last, priority, satisfaction) in enumerate(rows):
+        effort = None if efforts is None else _decimal(efforts[index])
+        state.tickets[key] = Ticket(
+            _value(opened), priority, _value(responded), _value(resolved), satisfaction or None, last, effort
+        )
+    rows, at = _rows(body, at, _PAIR, n_complaints)
+    state.complaints = dict(rows)
+    rows, at = _rows(body, at, _PAIR, n_seen)
+    state.seen = dict(rows)
+    for key, amount, issued, due, last, payments in invoices:
+        paid = {k: (t, Decimal(a)) for k, t, a in payments}
+        state.invoices[key] = Invoice(issued, _decimal(amount), due, paid, last)
+    return state
+
+
+def _read_head(raw: bytes) -> tuple[StoredSummary, int]:
+    """The summary, and where the compressed records begin."""
+    if not raw or raw[0] not in _READABLE:
+        raise ValueError(
+            f"stored customer state of an unknown format ({raw[:1]!r}): written by another TierPulse "
+            "version; reset the scorer's state (README, 'Upgrading')"
+        )
+    _, due, refresh, length = _HEAD.unpack_from(raw)
+    end = _HEAD.size + length
+    customer_id, as_of, version, tier, segment, has_outbox = json.loads(raw[_HEAD.size : end])
+    return StoredSummary(
+        customer_id, as_of, version, tier, segment, _value(due), _value(refresh), has_outbox
+    ), end
+
+
+def _rows(body: bytes, at: int, layout: struct.Struct, count: int) -> tuple[Any, int]:
+    end = at + layout.size * count
+    return layout.iter_unpack(body[at:end]), end
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _nullable(micros: int | None) -> int:
+    return _NONE if micros is None else micros
+
+
+def _value(stored: int) -> int | None:
+    return None if stored == _NONE else stored
+
+
+def _text(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
