@@ -24,6 +24,7 @@ class Condition:
     rule: AlertRule
     value: float
     threshold: float
+    subject: str | None = None  # the ticket_id of a rule on one ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class AlertEvent:
     value: float
     threshold: float
     as_of: int
+    subject: str | None  # contract v2: the ticket_id for a rule on one ticket, None for a KPI rule
 
 
 def conditions(
@@ -70,7 +72,8 @@ def conditions(
                     continue
                 minutes_left = (ticket.opened_us + segment.sla_us[priority] - as_of) / MICROS_PER_MINUTE
                 if minutes_left <= lead:
-                    holding.append(Condition(f"{rule.name}:{key:016x}", rule, minutes_left, lead))
+                    key_text = f"{rule.name}:{key:016x}"
+                    holding.append(Condition(key_text, rule, minutes_left, lead, ticket.ticket_id))
     return holding
 
 
@@ -93,6 +96,7 @@ def transitions(state: CustomerState, holding: list[Condition], kpis: Kpis, as_o
                 condition.rule.severity,
                 condition.threshold,
                 kpi,
+                condition.subject,
             ]
             events.append(_event(state.customer_id, status.alerts[key], "firing", condition.value, as_of))
     for key in [key for key in status.alerts if key not in now]:
@@ -105,9 +109,10 @@ def transitions(state: CustomerState, holding: list[Condition], kpis: Kpis, as_o
 def _event(
     customer_id: str, record: list[Any], state: Literal["firing", "resolved"], value: float | None, as_of: int
 ) -> AlertEvent:
-    alert_id, rule, severity, threshold, _ = record
+    alert_id, rule, severity, threshold = record[:4]
+    subject = record[5] if len(record) > 5 else None  # alerts fired before 0.4 kept no subject
     shown = float(threshold) if value is None else value
-    return AlertEvent(alert_id, customer_id, rule, severity, state, shown, float(threshold), as_of)
+    return AlertEvent(alert_id, customer_id, rule, severity, state, shown, float(threshold), as_of, subject)
 
 
 def _alert_id(customer_id: str, key: str, sequence: int) -> str:

@@ -11,8 +11,9 @@ Formats:
 * 3 (0.3) — rows; the JSON part is [profile, latest placed orders, amounts, tier status].
   Read: the records that 0.4 added (costs, efforts, invoices, the earliest orders and the
   revenue of orders already forgotten) start empty.
-* 4 (0.4) — the JSON part adds [amount, cost] per order, the tickets' efforts, the earliest
-  placed orders, the revenue of forgotten orders and the invoices.
+* 4 (0.4) — the JSON part adds [amount, cost] per order, [effort, ticket_id] per ticket (the id
+  names an alert's subject), the earliest placed orders, the revenue of forgotten orders and
+  the invoices.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def encode(state: CustomerState) -> bytes:
             state.placed_history,
             [[_text(o.amount), _text(o.cost)] for _, o in orders],
             [getattr(status, n) for n in META_FIELDS],
-            [_text(t.effort) for _, t in tickets],
+            [[_text(t.effort), t.ticket_id] for _, t in tickets],
             state.first_placed,
             str(state.forgotten_revenue),
             [
@@ -112,9 +113,15 @@ def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
     meta = json.loads(body[_COUNTS.size : at])
     if raw[0] == 3:
         profile, history, amounts, rest = meta
-        decimals, efforts, first_placed, forgotten, invoices = [[a, None] for a in amounts], None, [], "0", []
+        decimals, ticket_meta, first_placed, forgotten, invoices = (
+            [[a, None] for a in amounts],
+            None,
+            [],
+            "0",
+            [],
+        )
     else:
-        profile, history, decimals, rest, efforts, first_placed, forgotten, invoices = meta
+        profile, history, decimals, rest, ticket_meta, first_placed, forgotten, invoices = meta
     status = TierStatus(
         **{name: getattr(summary, name) for name in (*SUMMARY_FIELDS, "due", "refresh")},
         **dict(zip(META_FIELDS, rest, strict=True)),
@@ -139,9 +146,16 @@ def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
         )
     rows, at = _rows(body, at, _TICKET, n_tickets)
     for index, (key, opened, responded, resolved, last, priority, satisfaction) in enumerate(rows):
-        effort = None if efforts is None else _decimal(efforts[index])
+        effort, ticket_id = (None, None) if ticket_meta is None else ticket_meta[index]
         state.tickets[key] = Ticket(
-            _value(opened), priority, _value(responded), _value(resolved), satisfaction or None, last, effort
+            _value(opened),
+            priority,
+            _value(responded),
+            _value(resolved),
+            satisfaction or None,
+            last,
+            _decimal(effort),
+            ticket_id,
         )
     rows, at = _rows(body, at, _PAIR, n_complaints)
     state.complaints = dict(rows)

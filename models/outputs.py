@@ -48,5 +48,6 @@ def alert_body(alert: AlertEvent) -> dict[str, object]:
         "state": alert.state,
         "value": alert.value,
         "threshold": alert.threshold,
+        "subject": alert.subject,
         "as_of": to_rfc3339(alert.as_of),
     }

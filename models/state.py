@@ -77,6 +77,7 @@ class Ticket:
     satisfaction: int | None = None
     last_us: int = 0
     effort: Decimal | None = None  # effort_minutes of the first resolution
+    ticket_id: str | None = None  # named by an alert on this ticket (its subject)
 
 
 @dataclass(slots=True)
@@ -193,7 +194,7 @@ class CustomerState:
         key = stable_hash(event.ticket_id)
         ticket = self.tickets.get(key)
         if ticket is None:
-            ticket = self.tickets[key] = Ticket()
+            ticket = self.tickets[key] = Ticket(ticket_id=event.ticket_id)
         if event.type == "opened":
             if ticket.opened_us is not None:
                 return False

@@ -1,12 +1,19 @@
-"""Customer snapshots to Redis: one hash per customer, one pipeline per batch.
+"""Customer snapshots and tier histories to Redis, one pipeline per batch.
 
-If Redis is down the scorer keeps going: the latest snapshot of each customer
-waits here (bounded by the number of customers), flushes back off
-exponentially, and everything waiting is written when Redis answers again.
+A snapshot is a hash per customer (``<prefix>customer:<id>``); the history a list per
+customer of its last 50 tier-change events, newest first (``<prefix>history:<id>``, contract
+v2 §5). A tier change sent again after a crash carries the same ``event_id``: the push looks
+for it in the list first (a script, so the look and the push are one step), so the list
+never holds one twice.
+
+If Redis is down the scorer keeps going: the latest snapshot of each customer and the
+history entries wait here, flushes back off exponentially, and everything waiting is
+written when Redis answers again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -17,23 +24,34 @@ from models.evaluation import Snapshot
 from sinks.base import SinkUnavailable
 
 log = logging.getLogger(__name__)
+HISTORY_LENGTH = 50
+_PUSH_ONCE = """
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.find(entry, ARGV[1], 1, true) then return 0 end
+end
+redis.call('LPUSH', KEYS[1], ARGV[2])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+return 1
+"""
 
 
 class RedisSnapshotSink:
-    def __init__(self, url: str, key_prefix: str, *, max_backoff: float = 30.0) -> None:
+    def __init__(self, url: str, prefix: str, *, max_backoff: float = 30.0) -> None:
         self.name = "redis"
         self.url = url
-        self.key_prefix = key_prefix
+        self.key_prefix, self.history_prefix = prefix + "customer:", prefix + "history:"
         self._client = aioredis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        self._push_once = self._client.register_script(_PUSH_ONCE)
         self._pending: dict[str, dict[str, str]] = {}
+        self._history: list[tuple[str, str, str]] = []  # customer, event_id, the change as JSON
         self._failures = 0
         self._retry_at = 0.0
         self._max_backoff = max_backoff
 
     @property
     def waiting(self) -> int:
-        """Snapshots not yet written."""
-        return len(self._pending)
+        """Snapshots and history entries not yet written."""
+        return len(self._pending) + len(self._history)
 
     @property
     def healthy(self) -> bool:
@@ -51,20 +69,38 @@ class RedisSnapshotSink:
     def add(self, item: Snapshot) -> None:
         self._pending[item.customer_id] = item.redis_fields()
 
+    def add_history(self, change: dict[str, object]) -> None:
+        """A tier-change event as sent to the topic, for its customer's history."""
+        text = json.dumps(change, ensure_ascii=False, separators=(",", ":"))
+        self._history.append((str(change["customer_id"]), str(change["event_id"]), text))
+
+    async def history(self, customer_id: str) -> list[dict[str, object]]:
+        """The customer's last tier changes, newest first. Raises SinkUnavailable."""
+        try:
+            entries = await self._client.lrange(self.history_prefix + customer_id, 0, HISTORY_LENGTH - 1)
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
+        return [json.loads(entry) for entry in entries]
+
     async def flush(self) -> None:
-        """Write all waiting snapshots; raise SinkUnavailable (keeping them) if Redis is down."""
-        if not self._pending or time.monotonic() < self._retry_at:
+        """Write all waiting snapshots and history entries; raise SinkUnavailable (keeping them)
+        if Redis is down."""
+        if not (self._pending or self._history) or time.monotonic() < self._retry_at:
             return
-        batch = self._pending
-        self._pending = {}
+        batch, history = self._pending, self._history
+        self._pending, self._history = {}, []
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for customer_id, fields in batch.items():
                     pipe.hset(self.key_prefix + customer_id, mapping=fields)  # type: ignore[arg-type]
+                for customer_id, event_id, text in history:  # in the order decided
+                    key = self.history_prefix + customer_id
+                    await self._push_once(keys=[key], args=[event_id, text, HISTORY_LENGTH], client=pipe)
                 await pipe.execute()
         except (RedisError, OSError) as error:
             # Newer snapshots added meanwhile win over the ones that failed.
             self._pending = {**batch, **self._pending}
+            self._history = history + self._history
             self._failures += 1
             self._retry_at = time.monotonic() + min(self._max_backoff, 0.5 * 2 ** min(self._failures, 10))
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None

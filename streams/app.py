@@ -41,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from models.evaluation import current_snapshot
 from models.event_time import MICROS_PER_SECOND, to_rfc3339
+from models.outputs import TIER_CHANGES
 from models.policy import Policy
 from models.state import CustomerState
 from models.tiering import UNRATED
@@ -177,7 +178,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         "tier_changes": KafkaTopicSink(raw(names.tier_changes)),
         "alerts": KafkaTopicSink(raw(names.alerts)),
     }
-    redis_sink = RedisSnapshotSink(settings.redis_url, settings.redis_key_prefix)
+    redis_sink = RedisSnapshotSink(settings.redis_url, settings.redis_prefix)
     metrics = ScorerMetrics(registry or CollectorRegistry(), (*policy.tiers, UNRATED), settings.watch_list)
     metrics.initialise(
         [kind.value for kind in names.input_kinds().values()],
@@ -245,8 +246,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
                 progress[str(partition).encode()] = reached.to_bytes()
         await _watched("the changelog", _flush_until_acked(app.producer))
         await rewind(result)
-        await _watched("redis", outputs.send_snapshots(result))
-        delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result))
+        emitted_at = to_rfc3339(time.time_ns() // 1000)
+        await _watched("redis", outputs.send_snapshots(result, emitted_at))
+        delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result, emitted_at))
         store(((cid, result.states[cid]) for cid in delivered), current)
         outputs.observe(result)
 
@@ -374,21 +376,25 @@ class _Outputs:
         await self.sinks["dead_letters"].flush()
         await self.sinks["rekeyed"].flush()
 
-    async def send_snapshots(self, result: BatchResult) -> None:
+    async def send_snapshots(self, result: BatchResult, emitted_at: str) -> None:
+        """Snapshots, and the tier changes about to be sent (as sent) for the histories."""
         for snapshot in result.snapshots.values():
             self.redis.add(snapshot)
+        for _, outbox in result.outboxes():
+            for kind, body in outbox:
+                if kind == TIER_CHANGES:
+                    self.redis.add_history({**body, "emitted_at": emitted_at})
         try:
             await self.redis.flush()
-            self.metrics.sink_up.labels("redis").set(1)
         except SinkUnavailable as error:
             self.metrics.sink_errors.labels("redis").inc()
-            self.metrics.sink_up.labels("redis").set(0)
             log.warning("sink=redis state=down waiting=%d reason=%s", self.redis.waiting, error)
+        # Down also while it waits out its back-off between tries.
+        self.metrics.sink_up.labels("redis").set(1 if self.redis.healthy else 0)
         self.metrics.sink_waiting.labels("redis").set(self.redis.waiting)
 
-    async def send_outboxes(self, result: BatchResult) -> list[str]:
+    async def send_outboxes(self, result: BatchResult, emitted_at: str) -> list[str]:
         """Send every stored outbox, await delivery, empty them; return the customers emptied."""
-        emitted_at = to_rfc3339(time.time_ns() // 1000)
         delivered = []
         for customer_id, outbox in result.outboxes():
             for kind, body in outbox:
@@ -471,6 +477,14 @@ def _add_web_views(
         if snapshot is None:
             return web.json({"error": f"unknown customer {customer_id}"}, status=404)
         return web.json(snapshot.as_json())
+
+    @app.page("/customers/{customer_id}/history")
+    async def history(web: View, request: Request, customer_id: str) -> Response:
+        """The last 50 tier changes, newest first, as sent (kept in Redis: any worker answers)."""
+        try:
+            return web.json(await redis_sink.history(customer_id))
+        except SinkUnavailable as error:
+            return web.json({"error": str(error)}, status=503)
 
     @app.page("/healthz")
     async def healthz(web: View, request: Request) -> Response:

@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of every input and internal topic")
 
     redis_url: str = "redis://127.0.0.1:16379/0"
-    redis_key_prefix: str = "tierpulse:customer:"
+    # The leading part of every Redis key (contract §5): snapshots are <prefix>customer:<id>,
+    # tier histories <prefix>history:<id>. Several deployments can share a Redis.
+    redis_prefix: str = "tierpulse:"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     # How other workers reach this one (HTTP requests are routed to a key's owner); in a

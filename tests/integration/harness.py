@@ -77,7 +77,7 @@ class ScorerRun:
             "TIERPULSE_APP_ID": self.name,
             "TIERPULSE_BROKER": f"kafka://{self.bootstrap}",
             "TIERPULSE_REDIS_URL": self.redis_url,
-            "TIERPULSE_REDIS_KEY_PREFIX": f"{self.name}:customer:",
+            "TIERPULSE_REDIS_PREFIX": f"{self.name}:",
             "TIERPULSE_STORE": self.store,
             "TIERPULSE_DATA_DIR": str(self.workdir / f"data-{index}"),
             "TIERPULSE_PARTITIONS": str(self.partitions),
@@ -302,6 +302,10 @@ class ScorerRun:
     def snapshot(self, customer_id: str) -> dict[str, str]:
         client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         return dict(client.hgetall(f"{self.name}:customer:{customer_id}"))
+
+    def history(self, customer_id: str) -> list[dict[str, Any]]:
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return [json.loads(entry) for entry in client.lrange(f"{self.name}:history:{customer_id}", 0, -1)]
 
     def snapshots(self) -> dict[str, dict[str, str]]:
         client = redis.Redis.from_url(self.redis_url, decode_responses=True)

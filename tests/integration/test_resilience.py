@@ -60,7 +60,27 @@ async def final_state_is_exact(
     assert chain_problems(changes) == []
     assert final_tiers_match_the_chain(changes, snapshots) == []
     assert reference_problems(scorer.produced, snapshots, load_policy()) == []
+    assert history_problems(scorer, changes, snapshots) == []
     return snapshots
+
+
+def history_problems(
+    scorer: ScorerRun, changes: list[dict[str, Any]], snapshots: dict[str, Any]
+) -> list[str]:
+    """Contract v2 §5: each customer's Redis history is its last 50 tier changes on the topic,
+    newest first, each once, with the same ids (re-sends after a kill included)."""
+    chains: dict[str, list[str]] = {}
+    for change in changes:
+        chain = chains.setdefault(change["customer_id"], [])
+        if change["event_id"] not in chain:
+            chain.append(change["event_id"])
+    problems = []
+    for customer in snapshots:
+        listed = [c["event_id"] for c in scorer.history(customer)]
+        expected = chains.get(customer, [])[::-1][:50]
+        if listed != expected:
+            problems.append(f"{customer}: history {listed}, the topic says {expected}")
+    return problems
 
 
 async def test_hostile_messages_go_to_dead_letters_and_the_good_ones_are_scored(scorer: ScorerRun) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from models.evaluation import evaluate
 from models.event_time import MICROS_PER_DAY, Window
+from models.outputs import alert_body
 from models.policy import load_policy, parse_policy
 from models.state import CustomerState
-from tests.unit.builders import ticket, us
+from tests.unit.builders import complaint, ticket, us
 
 POLICY = load_policy()
 WINDOW = Window(MICROS_PER_DAY, 30)
@@ -49,6 +50,23 @@ def test_p1_ticket_of_a_strategic_customer_fires_thirty_minutes_before_its_deadl
     state.absorb(ticket("t1", "first_response", 1, 62, customer="vip"), WINDOW)
     seen += [(62, a.state, a.threshold) for a in evaluate(state, ALWAYS_STRATEGIC, WINDOW, us(1, 62)).alerts]
     assert seen == [(30, "firing", 30.0), (62, "resolved", 30.0)]
+
+
+def test_an_alert_on_one_ticket_names_it_as_its_subject_and_a_kpi_alert_names_none() -> None:
+    state = CustomerState("vip")
+    state.absorb(ticket("t-42", "opened", 1, 0, customer="vip", priority="P1"), WINDOW)
+    restored = CustomerState.from_bytes(state.to_bytes())  # the id survives the stored form
+    [fired] = evaluate(restored, ALWAYS_STRATEGIC, WINDOW, us(1, 30)).alerts
+    assert (fired.state, fired.subject, alert_body(fired)["subject"]) == ("firing", "t-42", "t-42")
+    restored.absorb(ticket("t-42", "first_response", 1, 31, customer="vip"), WINDOW)
+    [resolved] = evaluate(
+        CustomerState.from_bytes(restored.to_bytes()), ALWAYS_STRATEGIC, WINDOW, us(1, 31)
+    ).alerts
+    assert (resolved.state, resolved.subject) == ("resolved", "t-42")
+    for complaint_number in range(30):
+        restored.absorb(complaint(f"k{complaint_number}", 1, customer="vip"), WINDOW)
+    burst = [a for a in evaluate(restored, POLICY, WINDOW, us(1, 40)).alerts if a.rule == "complaint_burst"]
+    assert [(a.state, a.subject) for a in burst] == [("firing", None)]
 
 
 def test_alerts_fire_once_and_resolve_once_for_an_answered_ticket() -> None:
