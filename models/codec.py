@@ -42,6 +42,10 @@ SUMMARY_FIELDS = ("as_of", "policy_version", "tier", "segment")
 META_FIELDS = ("score", "change_score", "changes", "fired", "fingerprint", "first_seen", "outbox", "alerts")
 
 
+class StoredStateError(ValueError):
+    """A stored state this version cannot read: fatal, the worker stops (README, Upgrading)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredSummary:
     """The head of a stored state: what adopting the customer needs, read without the rest."""
@@ -170,7 +174,7 @@ def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
 def _read_head(raw: bytes) -> tuple[StoredSummary, int]:
     """The summary, and where the compressed records begin."""
     if not raw or raw[0] not in _READABLE:
-        raise ValueError(
+        raise StoredStateError(
             f"stored customer state of an unknown format ({raw[:1]!r}): written by another TierPulse "
             "version; reset the scorer's state (README, 'Upgrading')"
         )

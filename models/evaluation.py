@@ -6,7 +6,7 @@ on the sweep; it mutates only the customer's state and returns what to emit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from hashlib import blake2b
 
 from models.alerts import AlertEvent, conditions, transitions
@@ -68,6 +68,17 @@ class Evaluation:
 
 
 def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
+    """Decide the customer's tier and alerts as of ``as_of``. All or nothing: if it raises, the
+    tier status is as before, so no decision is kept without the outputs that announce it."""
+    before = replace(state.status, outbox=list(state.status.outbox), alerts=dict(state.status.alerts))
+    try:
+        return _evaluate(state, policy, window, as_of)
+    except Exception:
+        state.status = before
+        raise
+
+
+def _evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
     # Never back in time: a batch replayed after a crash between storing states and storing the
     # partition's progress re-runs an older watermark over states that were already evaluated later.
     if state.status.as_of is not None:

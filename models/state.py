@@ -27,12 +27,9 @@ from hashlib import blake2b
 from typing import Any
 
 from models import codec
-from models.codec import StoredSummary
 from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, Window, to_micros
 from models.events import ComplaintEvent, CustomerProfile, Event, InvoiceEvent, OrderEvent, TicketEvent
 from models.kpis import Kpis
-
-__all__ = ["CustomerState", "Invoice", "Order", "Outcome", "StoredSummary", "Ticket", "TierStatus"]
 
 PRIORITIES = ("P1", "P2", "P3", "P4")
 # The KPIs "ever" (days_since_last_order, tenure_days) reach past the records kept: this many of
@@ -194,7 +191,7 @@ class CustomerState:
         key = stable_hash(event.ticket_id)
         ticket = self.tickets.get(key)
         if ticket is None:
-            ticket = self.tickets[key] = Ticket(ticket_id=event.ticket_id)
+            ticket = self.tickets[key] = Ticket()
         if event.type == "opened":
             if ticket.opened_us is not None:
                 return False
@@ -209,6 +206,9 @@ class CustomerState:
             ticket.resolved_us, ticket.satisfaction = occurred, event.satisfaction
             ticket.effort = event.effort_minutes
         ticket.last_us = max(ticket.last_us, occurred)
+        # Its id is kept only while an alert may name it: while it is open and unanswered.
+        still_open = ticket.first_response_us is None and ticket.resolved_us is None
+        ticket.ticket_id = event.ticket_id if still_open else None
         return True
 
     def _absorb_invoice(self, event: InvoiceEvent, occurred: int) -> bool:

@@ -36,14 +36,17 @@ return 1
 
 
 class RedisSnapshotSink:
-    def __init__(self, url: str, prefix: str, *, max_backoff: float = 30.0) -> None:
+    def __init__(
+        self, url: str, prefix: str, *, snapshot_prefix: str | None = None, max_backoff: float = 30.0
+    ) -> None:
+        """``snapshot_prefix``: the snapshots' own prefix where a deployment set one before 0.4."""
         self.name = "redis"
         self.url = url
-        self.key_prefix, self.history_prefix = prefix + "customer:", prefix + "history:"
+        self.key_prefix, self.history_prefix = snapshot_prefix or prefix + "customer:", prefix + "history:"
         self._client = aioredis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
         self._push_once = self._client.register_script(_PUSH_ONCE)
         self._pending: dict[str, dict[str, str]] = {}
-        self._history: list[tuple[str, str, str]] = []  # customer, event_id, the change as JSON
+        self._history: dict[str, list[tuple[str, str]]] = {}  # customer -> [(event_id, change JSON)]
         self._failures = 0
         self._retry_at = 0.0
         self._max_backoff = max_backoff
@@ -51,7 +54,7 @@ class RedisSnapshotSink:
     @property
     def waiting(self) -> int:
         """Snapshots and history entries not yet written."""
-        return len(self._pending) + len(self._history)
+        return len(self._pending) + sum(map(len, self._history.values()))
 
     @property
     def healthy(self) -> bool:
@@ -72,7 +75,11 @@ class RedisSnapshotSink:
     def add_history(self, change: dict[str, object]) -> None:
         """A tier-change event as sent to the topic, for its customer's history."""
         text = json.dumps(change, ensure_ascii=False, separators=(",", ":"))
-        self._history.append((str(change["customer_id"]), str(change["event_id"]), text))
+        # The id as it stands in the JSON, so the look matches it exactly and nothing else.
+        needle = '"event_id":' + json.dumps(change["event_id"], ensure_ascii=False)
+        waiting = self._history.setdefault(str(change["customer_id"]), [])
+        waiting.append((needle, text))
+        del waiting[:-HISTORY_LENGTH]  # while Redis is down: no more than the list keeps
 
     async def history(self, customer_id: str) -> list[dict[str, object]]:
         """The customer's last tier changes, newest first. Raises SinkUnavailable."""
@@ -88,19 +95,23 @@ class RedisSnapshotSink:
         if not (self._pending or self._history) or time.monotonic() < self._retry_at:
             return
         batch, history = self._pending, self._history
-        self._pending, self._history = {}, []
+        self._pending, self._history = {}, {}
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for customer_id, fields in batch.items():
                     pipe.hset(self.key_prefix + customer_id, mapping=fields)  # type: ignore[arg-type]
-                for customer_id, event_id, text in history:  # in the order decided
-                    key = self.history_prefix + customer_id
-                    await self._push_once(keys=[key], args=[event_id, text, HISTORY_LENGTH], client=pipe)
+                for customer_id, entries in history.items():
+                    for needle, text in entries:  # in the order decided
+                        key = self.history_prefix + customer_id
+                        await self._push_once(keys=[key], args=[needle, text, HISTORY_LENGTH], client=pipe)
                 await pipe.execute()
         except (RedisError, OSError) as error:
             # Newer snapshots added meanwhile win over the ones that failed.
             self._pending = {**batch, **self._pending}
-            self._history = history + self._history
+            for customer_id, entries in self._history.items():  # added meanwhile: after the failed
+                history.setdefault(customer_id, []).extend(entries)
+                del history[customer_id][:-HISTORY_LENGTH]
+            self._history = history
             self._failures += 1
             self._retry_at = time.monotonic() + min(self._max_backoff, 0.5 * 2 ** min(self._failures, 10))
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None

@@ -39,6 +39,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from models.codec import StoredStateError
 from models.evaluation import current_snapshot
 from models.event_time import MICROS_PER_SECOND, to_rfc3339
 from models.outputs import TIER_CHANGES
@@ -178,7 +179,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         "tier_changes": KafkaTopicSink(raw(names.tier_changes)),
         "alerts": KafkaTopicSink(raw(names.alerts)),
     }
-    redis_sink = RedisSnapshotSink(settings.redis_url, settings.redis_prefix)
+    redis_sink = RedisSnapshotSink(
+        settings.redis_url, settings.redis_prefix, snapshot_prefix=settings.redis_key_prefix
+    )
     metrics = ScorerMetrics(registry or CollectorRegistry(), (*policy.tiers, UNRATED), settings.watch_list)
     metrics.initialise(
         [kind.value for kind in names.input_kinds().values()],
@@ -210,8 +213,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         max_event_bytes=settings.max_event_bytes,
     )
     outputs = _Outputs(sinks, redis_sink, metrics, pipeline)
-    # The streams whose reading moves event time: every input but the customer profiles.
-    input_offsets = InputOffsets(lambda: app.consumer, sorted(inputs - {names.customers}))
+    input_offsets = InputOffsets(lambda: app.consumer, sorted(inputs))
 
     @app.agent(source)
     async def score(stream: Any) -> AsyncIterator[None]:
@@ -220,16 +222,21 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             partitions = {e.message.partition for e in events}
             try:
                 await score_batch(events, partitions)
+            except StoredStateError:
+                raise  # fatal: this version cannot read the stored state (README, Upgrading)
             except Exception:
                 # Outside any one message (a message's own errors are dead-lettered by the
                 # pipeline). Nothing counts as processed before its progress is stored: forget
-                # what this process holds of the partitions, so that they are adopted again and
-                # read again from the stored positions (streams/positions.py), never skipped.
+                # all this process holds (a batch also carries other partitions' refreshes and
+                # scans), adopt again, and read the batch's input again from the stored positions
+                # (streams/positions.py): never skipped.
                 metrics.batch_failures.inc()
                 log.exception("batch failed partitions=%s: reading it again", sorted(partitions))
-                pipeline.forget(partitions)
-                input_offsets.forget(partitions)
+                held = pipeline.adopted() | partitions
+                pipeline.forget(held)
+                input_offsets.forget(held)
                 await asyncio.sleep(1)  # a failure that repeats must not spin
+                await read_from_stored_positions({(e.message.topic, e.message.partition) for e in events})
             metrics.batch_size.observe(len(events))
             metrics.batch_seconds.observe(time.perf_counter() - started)
             yield None
@@ -258,6 +265,12 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             metrics.state_bytes.observe(len(encoded))
             with current.of(partition):
                 customers[customer_id.encode("utf-8")] = encoded
+
+    async def read_from_stored_positions(tps: set[tuple[str, int]]) -> None:
+        for topic, partition in sorted(tps):
+            position = pipeline.position((topic, partition), tables) if topic in inputs else None
+            if position is not None:
+                await app.consumer.seek(TP(topic, partition), position)
 
     async def rewind(result: BatchResult) -> None:
         for topic, n in result.redelivered.items():

@@ -17,12 +17,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from models.codec import StoredStateError, StoredSummary
 from models.evaluation import Evaluation, Snapshot, current_snapshot, evaluate
 from models.event_time import EARLIEST, EventClock, Window
 from models.events import CustomerProfile, Invalid, Topic, decode
 from models.policy import Policy
 from models.schedule import DueSchedule
-from models.state import CustomerState, Outcome, StoredSummary
+from models.state import CustomerState, Outcome
 from models.tiering import UNRATED
 from streams.positions import InputPositions, PartitionProgress, TopicPartition, Verdict
 
@@ -81,7 +82,7 @@ class Routing:
 
 @dataclass
 class BatchResult:
-    dead_letters: list[tuple[bytes | None, dict[str, object]]] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, dict[str, object]]] = field(default_factory=list)  # key, body
     rekeyed: list[tuple[bytes, bytes, dict[str, bytes]]] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)  # to write: the latest per customer
@@ -163,6 +164,10 @@ class Pipeline:
         record is its first (streams/positions.py). False if that was known already."""
         return self._positions.restart(tp)
 
+    def adopted(self) -> set[int]:
+        """The partitions this process holds anything of."""
+        return set(self._schedules)
+
     def forget(self, partitions: set[int]) -> None:
         """Partitions moved to another worker: drop what this process kept for them."""
         for partition in partitions:
@@ -198,17 +203,18 @@ class Pipeline:
             if not self._in_order(record, tables, result, offsets):
                 continue
             progressed.add(record.partition)
-            moved = False
             try:
                 customer_id = self._route(record, tables, now_us, touched, result)
-                moved = self._advance(record.partition, offsets)
-                if customer_id is not None:
-                    # After each event, not once per batch: with hysteresis the tier depends on
-                    # the path, and the path must not depend on where Kafka cut batches.
-                    self._evaluate(customer_id, touched[customer_id], result, always_write=True)
+            except StoredStateError:
+                raise  # not this message's fault: the worker cannot go on (README, Upgrading)
             except Exception as error:  # one message's bug costs that message, not the batch
                 self._quarantine(record, error, result)
-                moved = self._advance(record.partition, offsets) or moved
+                customer_id = None
+            moved = self._advance(record.partition, offsets)
+            if customer_id is not None:
+                # After each event, not once per batch: with hysteresis the tier depends on the
+                # path, and the path must not depend on where Kafka cut batches.
+                self._evaluate(customer_id, touched[customer_id], result, always_write=True)
             if moved:
                 # Whoever fell due (a deadline, a promise, the window's edge) is evaluated now,
                 # at this event — not whenever a wall-clock sweep runs.
@@ -285,7 +291,7 @@ class Pipeline:
         reason = Invalid(f"internal_error: {type(error).__name__}: {str(error)[:500]}")
         result.internal_errors["message"] += 1
         result.outcomes[(kind.value if kind is not None else record.topic, Outcome.INVALID.value)] += 1
-        result.dead_letters.append((_bounded(record.key, 1024), _dead_letter(record, origin, reason)))
+        result.dead_letters.append(_dead_letter(record, origin, reason))
         log.exception(
             "internal error topic=%s partition=%d offset=%d: dead-lettered", origin[0], origin[1], origin[2]
         )
@@ -319,7 +325,7 @@ class Pipeline:
         )
         if isinstance(parsed, Invalid):
             result.outcomes[(kind.value, Outcome.INVALID.value)] += 1
-            result.dead_letters.append((_bounded(record.key, 1024), _dead_letter(record, origin, parsed)))
+            result.dead_letters.append(_dead_letter(record, origin, parsed))
             log.warning(
                 "invalid event topic=%s partition=%d offset=%d customer=%s reason=%s",
                 origin[0],
@@ -413,7 +419,16 @@ class Pipeline:
             result.states[customer_id] = (entry.partition, entry.state)
             self._schedule(entry.partition).set(customer_id, EARLIEST)
             return
-        evaluation = evaluate(entry.state, self.policy, self.window, as_of)
+        try:
+            evaluation = evaluate(entry.state, self.policy, self.window, as_of)
+        except Exception:
+            # A bug in the core, not in a message: the state keeps what it absorbed (evaluate is
+            # all or nothing) and the next sweep tries again; the batch goes on.
+            result.internal_errors["evaluation"] += 1
+            log.exception("internal error evaluating partition=%d customer=%s", entry.partition, customer_id)
+            result.states[customer_id] = (entry.partition, entry.state)
+            self._refreshes.setdefault(entry.partition, DueSchedule()).set(customer_id, EARLIEST)
+            return
         self._schedule(entry.partition).set(customer_id, evaluation.due)
         self._refreshes.setdefault(entry.partition, DueSchedule()).set(customer_id, evaluation.refresh)
         result.evaluations.append(evaluation)
@@ -445,16 +460,12 @@ class Pipeline:
             return budget
         due = schedule.pop_due(as_of, budget)
         for customer_id in due:
-            try:
-                if customer_id not in touched:  # (scheduled means this partition is adopted already)
-                    stored = tables.customer(customer_id)
-                    if stored is None:
-                        continue  # gone since it was scheduled
-                    self._touch(customer_id, partition, stored, touched)
-                self._evaluate(customer_id, touched[customer_id], result, always_write=False)
-            except Exception:  # the others due go on; this one waits for its next event
-                result.internal_errors["evaluation"] += 1
-                log.exception("internal error evaluating partition=%d customer=%s", partition, customer_id)
+            if customer_id not in touched:  # (scheduled means this partition is adopted already)
+                stored = tables.customer(customer_id)
+                if stored is None:
+                    continue  # gone since it was scheduled
+                self._touch(customer_id, partition, stored, touched)
+            self._evaluate(customer_id, touched[customer_id], result, always_write=False)
         return None if budget is None else budget - len(due)
 
     def _refresh(
@@ -529,9 +540,12 @@ def _counted_as(as_of: int | None, tier: str | None, segment: str | None) -> tup
     return None if as_of is None or segment is None else (tier or UNRATED, segment)
 
 
-def _dead_letter(record: Record, origin: tuple[str, int, int], invalid: Invalid) -> dict[str, object]:
+def _dead_letter(
+    record: Record, origin: tuple[str, int, int], invalid: Invalid
+) -> tuple[bytes | None, dict[str, object]]:
+    """The dead letter's Kafka key (the original's, cut at 1 KB) and its body."""
     key, value = _bounded(record.key, DEAD_LETTER_BYTES), _bounded(record.value, DEAD_LETTER_BYTES)
-    return {
+    return _bounded(record.key, 1024), {
         "topic": origin[0],
         "partition": origin[1],
         "offset": origin[2],

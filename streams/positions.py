@@ -94,10 +94,11 @@ class InputPositions:
     def check(self, tp: TopicPartition, offset: int, first: int | None = None) -> Verdict:
         """``first``: where the input partition begins (its log start), for one with no position
         yet; without it, any offset is taken as its first."""
-        if tp in self._restarted:
+        if tp in self._restarted:  # its next record is its first, whatever its old log start was
             self._restarted.discard(tp)
             self._next.pop(tp, None)
             self._past_gap.pop(tp, None)
+            first = None
         expected = self._next.get(tp, first)
         if expected is None or offset == expected:
             return Verdict.NEXT

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # The leading part of every Redis key (contract §5): snapshots are <prefix>customer:<id>,
     # tier histories <prefix>history:<id>. Several deployments can share a Redis.
     redis_prefix: str = "tierpulse:"
+    # Before 0.4 only the snapshots' prefix was a setting: still honoured for them when set.
+    redis_key_prefix: str | None = None
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     # How other workers reach this one (HTTP requests are routed to a key's owner); in a

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models.evaluation import evaluate
 from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, Window
 from models.events import ComplaintEvent, InvoiceEvent, OrderEvent, TicketEvent, Topic
 from models.policy import load_policy
@@ -148,3 +149,44 @@ def test_a_year_one_instant_is_refused_not_fatal() -> None:
     result = _pipeline().process(records, DictTables(), us(9))
     assert result.outcomes == {("complaints", "accepted"): 2, ("complaints", "invalid"): 1}
     assert "outside the supported range" in str(result.dead_letters[0][1]["reason"])
+
+
+def test_an_evaluation_that_raises_keeps_the_event_and_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scorer, tables = _pipeline(), DictTables()
+    monkeypatch.setattr(
+        "streams.pipeline.evaluate", lambda *args: (_ for _ in ()).throw(ZeroDivisionError("x"))
+    )
+    result = scorer.process([Record("complaints", 0, 1, CUSTOMER.encode(), _complaint(1, 1))], tables, us(9))
+    assert result.outcomes == {("complaints", "accepted"): 1} and result.dead_letters == []
+    assert result.internal_errors == {"evaluation": 1} and CUSTOMER in result.states  # absorbed, stored
+    tables.store(result)
+    monkeypatch.undo()
+    retried = scorer.process([Record("sweep", 0, 0, None, b"")], tables, us(9))
+    assert [e.snapshot.customer_id for e in retried.evaluations] == [CUSTOMER]
+
+
+def test_an_evaluation_is_all_or_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = CustomerState(CUSTOMER)
+    state.absorb(
+        OrderEvent.model_validate_json(
+            json.dumps(
+                {
+                    "event_id": "o",
+                    "customer_id": CUSTOMER,
+                    "order_id": "o",
+                    "type": "placed",
+                    "amount": "10",
+                    "occurred_at": at(1),
+                    "promised_at": at(2),
+                }
+            )
+        ),
+        WINDOW,
+    )
+    before = CustomerState.from_bytes(state.to_bytes())
+    monkeypatch.setattr("models.evaluation.next_due", lambda *args: (_ for _ in ()).throw(KeyError("late")))
+    with pytest.raises(KeyError):
+        evaluate(state, POLICY, WINDOW, us(1))  # a first rating was decided before next_due raised
+    assert state.status == before.status and state.status.tier is None and state.status.outbox == []

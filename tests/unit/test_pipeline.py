@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import pytest
 
+from models.codec import StoredSummary
 from models.event_time import MICROS_PER_DAY, Window
 from models.events import Topic
 from models.policy import load_policy
-from models.state import StoredSummary
 from streams.pipeline import KIND_HEADER, ORIGIN_HEADER, BatchResult, Pipeline, Record, Routing
 from tests.unit.builders import DictTables, at, us
 
