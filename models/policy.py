@@ -115,29 +115,27 @@ class Policy:
     default_segment: str
     segments: Mapping[str, SegmentSpec]
     alerts: tuple[AlertRule, ...]
-    # Resolved segments by profile: resolution runs on every evaluation, its result only
-    # depends on the profile, and distinct profiles are few.
-    _resolved: dict[frozenset[tuple[str, str]], SegmentPolicy] = field(
+    # Resolved segments by the overlays that match: resolution runs on every evaluation, and
+    # keyed so the cache is bounded by the policy (its segments' combinations), never by how many
+    # distinct profiles producers send.
+    _resolved: dict[tuple[str, ...], SegmentPolicy] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
     def segment_for(self, profile: Mapping[str, str] | None) -> SegmentPolicy:
         """The effective segment policy for a customer profile (None: never seen)."""
-        key = frozenset((profile or {}).items())
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            resolved = self._resolved[key] = self._resolve_for(profile)
-        return resolved
-
-    def _resolve_for(self, profile: Mapping[str, str] | None) -> SegmentPolicy:
-        overlays = sorted(
-            (
+        overlays = tuple(
+            name
+            for _, name in sorted(
                 (spec.priority, name)
                 for name, spec in self.segments.items()
                 if name != self.default_segment and profile and _matches(name, spec, profile)
             )
         )
-        return _resolve(self, [name for _, name in overlays])
+        resolved = self._resolved.get(overlays)
+        if resolved is None:
+            resolved = self._resolved[overlays] = _resolve(self, list(overlays))
+        return resolved
 
 
 def _matches(name: str, spec: SegmentSpec, profile: Mapping[str, str]) -> bool:
@@ -180,10 +178,18 @@ def _sla_us(sla_minutes: Mapping[Priority, float]) -> tuple[int, int, int, int]:
 # ------------------------------------------------------------------ loading
 
 
+MAX_POLICY_BYTES = 1024 * 1024  # a policy is a page of YAML; a larger file is a mistake or an attack
+
+
 def load_policy(path: Path | str = DEFAULT_POLICY_PATH) -> Policy:
     """Read and check a policy file; raise PolicyError listing every problem."""
     source = str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_POLICY_BYTES:
+            raise PolicyError(
+                source, [f"the file is {size} bytes, more than the limit of {MAX_POLICY_BYTES}"]
+            )
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise PolicyError(source, [f"cannot read the file: {error.strerror or error}"]) from None

@@ -38,8 +38,6 @@ def next_due(
     candidates: list[int] = []
     counted: list[int] = []  # instants that count in a KPI while their bucket is in the window
     placed: list[int] = []  # also count in the previous window (revenue_growth, retained)
-    latest_placed = max((t for _, t in state.placed_history), default=None)
-    earliest_placed = min((t for _, t in state.first_placed), default=None)
     for order in state.orders.values():
         if order.cancelled:
             continue
@@ -49,11 +47,9 @@ def next_due(
             counted.append(promised)
         if order.placed_us is not None:
             placed.append(order.placed_us)
-            latest_placed = order.placed_us if latest_placed is None else max(latest_placed, order.placed_us)
-            earliest_placed = (
-                order.placed_us if earliest_placed is None else min(earliest_placed, order.placed_us)
-            )
     counted += placed
+    latest_placed = max([*placed, *(t for _, t in state.placed_history)], default=None)
+    earliest_placed = min([*placed, *(t for _, t in state.first_placed)], default=None)
     for invoice in state.invoices.values():
         if invoice.due_us is not None:  # counts from its due instant while that is in the window
             candidates.append(invoice.due_us)

@@ -260,16 +260,15 @@ class CustomerState:
         previous = 2 * start - end  # the previous window is [previous, start)
         revenue, before, order_count, ordered_before, on_time, due = Decimal(0), Decimal(0), 0, 0, 0, 0
         lifetime, costed_amount, margin = self.forgotten_revenue, Decimal(0), Decimal(0)
-        latest = max((t for _, t in self.placed_history), default=None)
-        earliest = min((t for _, t in self.first_placed), default=None)
+        # Every non-cancelled order known, forgotten ones included: the latest and the earliest.
+        instants = [t for _, t in self.placed_history] + [t for _, t in self.first_placed]
         for order in self.orders.values():
             if order.cancelled:
                 continue
             placed, amount = order.placed_us, order.amount or Decimal(0)
             if placed is not None:
                 lifetime += amount
-                latest = placed if latest is None else max(latest, placed)
-                earliest = placed if earliest is None else min(earliest, placed)
+                instants.append(placed)
                 if start <= placed < end:
                     revenue += amount
                     order_count += 1
@@ -287,10 +286,10 @@ class CustomerState:
             "revenue": revenue,
             "order_count": order_count,
             "on_time_delivery_rate": _ratio(on_time, due),
-            "days_since_last_order": None if latest is None else _days(as_of - latest),
+            "days_since_last_order": _days(as_of - max(instants)) if instants else None,
             "gross_margin_rate": _ratio(margin, costed_amount),
             "revenue_growth": None if before == 0 else float(Fraction(revenue) / Fraction(before) - 1),
-            "tenure_days": None if earliest is None else _days(as_of - earliest),
+            "tenure_days": _days(as_of - min(instants)) if instants else None,
             "lifetime_revenue": lifetime.quantize(Decimal("0.01"), ROUND_HALF_UP),
             "retained": None if ordered_before == 0 else int(order_count > 0),
         }

@@ -39,13 +39,15 @@ class KafkaTopicSink:
     def add_raw(self, key: bytes | None, value: bytes, headers: Mapping[str, bytes] | None) -> None:
         self._pending.append((key, value, headers))
 
-    async def flush(self) -> None:
+    async def flush(self) -> list[Any]:
+        """Send what was added and wait for the broker; return each message's metadata (its
+        partition and offset), in the order added."""
         pending, self._pending = self._pending, []
         deliveries = [
             await self.topic.send(key=key, value=value, headers=dict(headers) if headers else None)
             for key, value, headers in pending
         ]
-        await asyncio.gather(*deliveries)
+        return list(await asyncio.gather(*deliveries))
 
     async def close(self) -> None:
         await self.flush()

@@ -207,7 +207,12 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     pipeline = Pipeline(
         policy,
         settings.window,
-        Routing(names.input_kinds(), names.rekeyed, names.sweep),
+        Routing(
+            names.input_kinds(),
+            names.rekeyed,
+            names.sweep,
+            lambda key: partition_of(key, settings.partitions),
+        ),
         lateness_us=round(settings.allowed_lateness_seconds * MICROS_PER_SECOND),
         max_future_skew_us=round(settings.max_future_skew_seconds * MICROS_PER_SECOND),
         max_event_bytes=settings.max_event_bytes,
@@ -245,7 +250,8 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         offsets = await input_offsets.held(partitions)
         result = pipeline.process([_record(e) for e in events], tables, time.time_ns() // 1000, offsets)
         current = _CurrentEvents(events, names.sweep)
-        await _watched("dead letters and re-keyed input", outputs.send_input_side(result))
+        for delivered in await _watched("dead letters and re-keyed input", outputs.send_input_side(result)):
+            input_offsets.produced(delivered.topic, delivered.partition, delivered.offset)
         store(result.states.items(), current)
         await _watched("the changelog", _flush_until_acked(app.producer))
         for partition, reached in result.progress.items():
@@ -376,8 +382,9 @@ class _Outputs:
     ) -> None:
         self.sinks, self.redis, self.metrics, self.pipeline = sinks, redis, metrics, pipeline
 
-    async def send_input_side(self, result: BatchResult) -> None:
-        """Dead letters and re-keyed input: delivered before the batch's offsets can commit."""
+    async def send_input_side(self, result: BatchResult) -> list[Any]:
+        """Dead letters and re-keyed input: delivered before the batch's offsets can commit.
+        Returns the re-keyed messages' metadata (where they landed)."""
         received = to_rfc3339(time.time_ns() // 1000)
         for key, letter in result.dead_letters:
             body = json.dumps({**letter, "dead_lettered_at": received}, ensure_ascii=False).encode()
@@ -387,7 +394,7 @@ class _Outputs:
             self.sinks["rekeyed"].add_raw(key, value, headers)
             self.metrics.rekeyed.labels(headers.get("tierpulse-kind", b"").decode()).inc()
         await self.sinks["dead_letters"].flush()
-        await self.sinks["rekeyed"].flush()
+        return await self.sinks["rekeyed"].flush()
 
     async def send_snapshots(self, result: BatchResult, emitted_at: str) -> None:
         """Snapshots, and the tier changes about to be sent (as sent) for the histories."""

@@ -30,6 +30,7 @@ class InputOffsets:
         """``consumer``: gives Faust's consumer (made by the app when it starts, not before)."""
         self._consumer, self.topics = consumer, tuple(topics)
         self._starts: dict[TP, int] = {}
+        self._produced: dict[TP, int] = {}  # ends this worker wrote (re-keyed input) past a fetch
 
     async def held(self, partitions: Iterable[int]) -> dict[TopicPartition, range]:
         """The offsets Kafka holds of every input stream of these partitions, [start, end). A
@@ -51,13 +52,22 @@ class InputOffsets:
         if unread:
             self._starts.update(await self._ask("earliest_offsets", unread))
         return {
-            (tp.topic, tp.partition): range(self._starts.get(tp, 0), ends.get(tp, UNKNOWN_END))
+            (tp.topic, tp.partition): range(
+                self._starts.get(tp, 0), max(ends.get(tp, UNKNOWN_END), self._produced.get(tp, 0))
+            )
             for tp in wanted
         }
 
+    def produced(self, topic: str, partition: int, offset: int) -> None:
+        """This worker wrote a record at ``offset``: the partition ends past it, whatever the
+        consumer's last fetch says (its records must hold the watermark until read)."""
+        tp = TP(topic, partition)
+        self._produced[tp] = max(self._produced.get(tp, 0), offset + 1)
+
     def forget(self, partitions: set[int]) -> None:
-        for tp in [tp for tp in self._starts if tp.partition in partitions]:
-            del self._starts[tp]
+        for known in (self._starts, self._produced):
+            for tp in [tp for tp in known if tp.partition in partitions]:
+                del known[tp]
 
     async def _ask(self, what: str, tps: list[TP]) -> dict[TP, int]:
         try:

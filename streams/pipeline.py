@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +78,9 @@ class Routing:
     inputs: Mapping[str, Topic]  # topic name -> kind
     rekeyed: str
     sweep: str
+    # The partition a re-keyed message lands on (Kafka's default partitioner): its re-keyed
+    # stream then has records the batch's high-water marks do not show yet.
+    partition_of: Callable[[bytes], int] | None = None
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Pipeline:
         self.policy, self.window, self.routing = policy, window, routing
         self.lateness_us, self.max_future_skew_us = lateness_us, max_future_skew_us
         self.max_event_bytes = max_event_bytes
+        self._rekeyed_to: set[int] = set()
         self._clocks: dict[int, EventClock] = {}
         # The input streams of a partition, as far as event time goes (models/event_time.py).
         self._streams = (
@@ -191,6 +195,7 @@ class Pipeline:
         end has records left to read and holds the watermark back; one not given counts as read
         to its end."""
         offsets = offsets or {}
+        self._rekeyed_to = set()  # the partitions this batch re-keys to
         result = BatchResult()
         touched: dict[str, _Touched] = {}
         sweeps: set[int] = set()
@@ -242,10 +247,10 @@ class Pipeline:
 
     def _advance(self, partition: int, offsets: Mapping[TopicPartition, range]) -> bool:
         """Move the partition's watermark as far as its streams allow; True if it moved."""
-        behind = []
+        behind = [self.routing.rekeyed] if partition in self._rekeyed_to else []
         for topic in self._streams:
             held = offsets.get((topic, partition))
-            if held is not None:
+            if held is not None and topic not in behind:
                 position = self._positions.next_offset((topic, partition))
                 if (held.start if position is None else position) < held.stop:
                     behind.append(topic)
@@ -351,6 +356,8 @@ class Pipeline:
                 ORIGIN_HEADER: f"{origin[0]}/{origin[1]}/{origin[2]}".encode(),
             }
             result.rekeyed.append((key, record.value or b"", headers))
+            if self.routing.partition_of is not None:
+                self._rekeyed_to.add(self.routing.partition_of(key))
             return None
         state = self._load(parsed.customer_id, record.partition, tables, touched, result)
         if isinstance(parsed, CustomerProfile):

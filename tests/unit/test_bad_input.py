@@ -24,7 +24,7 @@ from tests.unit.builders import DictTables, at, us
 from tests.unit.histories import CUSTOMER, histories
 from tests.unit.replay import SimulatedTopics
 
-WINDOW = Window(MICROS_PER_DAY, 21)  # longer than half the histories' span: see test_event_time.py
+WINDOW = Window(MICROS_PER_DAY, 40)  # longer than half the histories' span: see test_event_time.py
 POLICY = load_policy()
 TOPIC_OF = {
     OrderEvent: "orders",

@@ -107,3 +107,17 @@ def test_an_overlay_replaces_the_tier_table_whole() -> None:
     )
     assert policy.segment_for({"segment": "vip"}).tier_minimums == (("a", 60), ("b", 30), ("c", 0))
     assert policy.segment_for({"segment": "vip"}).hysteresis == 1
+
+
+def test_a_policy_file_over_one_mebibyte_is_refused_unread(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1024 * 1024) + "\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match="more than the limit"):
+        load_policy(big)
+
+
+def test_the_segment_cache_is_bounded_by_the_policy_not_by_the_profiles() -> None:
+    policy = load_policy()
+    for n in range(2_000):  # distinct profiles, as producers may send them
+        policy.segment_for({"segment": "key_account" if n % 2 else f"other-{n}", "name": f"c{n}"})
+    assert len(policy._resolved) == 2  # key_account, and the default segment
