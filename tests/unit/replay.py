@@ -22,10 +22,32 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from streams.pipeline import Pipeline, Record
+from models.event_time import Window
+from models.events import Topic
+from models.policy import Policy
+from streams.pipeline import Pipeline, Record, Routing
 from tests.unit.builders import DictTables, us
 
 Stream = tuple[str, int]  # topic, partition
+# Topic names by kind, as the simulated topics call them.
+TOPICS = {
+    "orders": Topic.ORDERS,
+    "tickets": Topic.TICKETS,
+    "complaints": Topic.COMPLAINTS,
+    "invoices": Topic.INVOICES,
+}
+
+
+def make_pipeline(
+    policy: Policy, window: Window, partition_of: Callable[[bytes], int | None] | None = None
+) -> Pipeline:
+    """A scorer's pipeline over the simulated topics (plus customers, re-keyed input, sweeps)."""
+    routing = Routing({**TOPICS, "customers": Topic.CUSTOMERS}, "rekeyed", "sweep", partition_of)  # type: ignore[arg-type]
+    return Pipeline(
+        policy, window, routing, lateness_us=0, max_future_skew_us=3600 * 10**6, max_event_bytes=65_536
+    )
+
+
 Message = tuple[bytes | None, bytes | None, dict[str, bytes]]  # key, value, headers
 
 

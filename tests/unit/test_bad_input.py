@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 
 from models.evaluation import evaluate
 from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, Window
-from models.events import ComplaintEvent, InvoiceEvent, OrderEvent, TicketEvent, Topic
+from models.events import ComplaintEvent, InvoiceEvent, OrderEvent, TicketEvent
 from models.policy import load_policy
 from models.state import CustomerState
-from streams.pipeline import DEAD_LETTER_BYTES, Pipeline, Record, Routing
+from streams.pipeline import DEAD_LETTER_BYTES, Pipeline, Record
 from tests.reference import ReferenceLog
 from tests.unit.builders import DictTables, at, us
 from tests.unit.histories import CUSTOMER, histories
-from tests.unit.replay import SimulatedTopics
+from tests.unit.replay import SimulatedTopics, make_pipeline
 
 WINDOW = Window(MICROS_PER_DAY, 40)  # longer than half the histories' span: see test_event_time.py
 POLICY = load_policy()
@@ -53,20 +53,7 @@ junk = st.one_of(
 
 
 def _pipeline() -> Pipeline:
-    kinds = {
-        "orders": Topic.ORDERS,
-        "tickets": Topic.TICKETS,
-        "complaints": Topic.COMPLAINTS,
-        "invoices": Topic.INVOICES,
-    }
-    return Pipeline(
-        POLICY,
-        WINDOW,
-        Routing({**kinds, "customers": Topic.CUSTOMERS}, "rekeyed", "sweep"),
-        lateness_us=0,
-        max_future_skew_us=3600 * 10**6,
-        max_event_bytes=65_536,
-    )
+    return make_pipeline(POLICY, WINDOW)
 
 
 @settings(

@@ -13,14 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, EventClock, Window, to_micros
-from models.events import ComplaintEvent, InvoiceEvent, OrderEvent, TicketEvent, Topic, parse_instant
+from models.events import ComplaintEvent, InvoiceEvent, OrderEvent, TicketEvent, parse_instant
 from models.policy import load_policy
 from models.state import CustomerState
-from streams.pipeline import Pipeline, Record, Routing
+from streams.pipeline import Pipeline, Record
 from tests.reference import ReferenceLog
 from tests.unit.builders import DictTables, at, us
 from tests.unit.histories import histories
-from tests.unit.replay import SimulatedTopics
+from tests.unit.replay import SimulatedTopics, make_pipeline
 
 DAY = MICROS_PER_DAY
 WINDOW = Window(DAY, 10)
@@ -144,20 +144,7 @@ def test_any_interleaving_batching_and_restart_gives_the_reference(data: st.Data
 
 
 def _pipeline(partition_of: Callable[[bytes], int | None] | None = None) -> Pipeline:
-    kinds = {
-        "orders": Topic.ORDERS,
-        "tickets": Topic.TICKETS,
-        "complaints": Topic.COMPLAINTS,
-        "invoices": Topic.INVOICES,
-    }
-    return Pipeline(
-        _POLICY,
-        SPAN_WINDOW,
-        Routing({**kinds, "customers": Topic.CUSTOMERS}, "rekeyed", "sweep", partition_of),  # type: ignore[arg-type]
-        lateness_us=0,
-        max_future_skew_us=3600 * 10**6,
-        max_event_bytes=65_536,
-    )
+    return make_pipeline(_POLICY, SPAN_WINDOW, partition_of)
 
 
 def _occurred(value: bytes | None) -> int:
