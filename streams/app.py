@@ -23,6 +23,7 @@ change the stored state did not decide — the chain of tier changes stays consi
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -485,9 +486,22 @@ def _add_web_views(
     metrics: ScorerMetrics,
     redis_sink: RedisSnapshotSink,
 ) -> None:
+    token = None if settings.http_token is None else f"Bearer {settings.http_token.get_secret_value()}"
+
+    def refused(web: View, request: Request) -> Response | None:
+        """401 unless the request carries the token (when one is set)."""
+        given = request.headers.get("Authorization", "")
+        if token is None or hmac.compare_digest(given.encode(), token.encode()):
+            return None
+        return web.json(
+            {"error": "a bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
     @app.page("/customers/{customer_id}")
     @app.table_route(table=customers, match_info="customer_id")
     async def customer(web: View, request: Request, customer_id: str) -> Response:
+        if (refusal := refused(web, request)) is not None:
+            return refusal
         stored = customers.get(customer_id.encode("utf-8"))
         snapshot = (
             None
@@ -501,6 +515,8 @@ def _add_web_views(
     @app.page("/customers/{customer_id}/history")
     async def history(web: View, request: Request, customer_id: str) -> Response:
         """The last 50 tier changes, newest first, as sent (kept in Redis: any worker answers)."""
+        if (refusal := refused(web, request)) is not None:
+            return refusal
         try:
             return web.json(await redis_sink.history(customer_id))
         except SinkUnavailable as error:

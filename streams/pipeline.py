@@ -290,8 +290,9 @@ class Pipeline:
         return True
 
     def _quarantine(self, record: Record, error: Exception, result: BatchResult) -> None:
-        """Dead-letter a message whose handling raised. What it changed before that stays:
-        the state absorbs nothing twice, so re-sending the dead letter after a fix is safe."""
+        """Dead-letter a message whose handling raised. A change it made to its customer's state
+        before raising may stay (stored with that customer's next evaluation in the batch): the
+        state absorbs nothing twice, so re-sending the dead letter after a fix is safe."""
         kind, origin = self._kind_of(record)
         reason = Invalid(f"internal_error: {type(error).__name__}: {str(error)[:500]}")
         result.internal_errors["message"] += 1

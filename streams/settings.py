@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Before 0.4 only the snapshots' prefix was a setting: still honoured for them when set.
     redis_key_prefix: str | None = None
     web_host: str = "127.0.0.1"
+    # When set, the customer pages ask for "Authorization: Bearer <token>"; the probe (/healthz)
+    # and /metrics stay open, as probes and scrapers expect.
+    http_token: SecretStr | None = None
     web_port: int = 6066
     # How other workers reach this one (HTTP requests are routed to a key's owner); in a
     # container, web_host is 0.0.0.0, which is no address for anyone else.
