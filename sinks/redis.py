@@ -43,6 +43,7 @@ class RedisSnapshotSink:
         self.name = "redis"
         self.url = url
         self.key_prefix, self.history_prefix = snapshot_prefix or prefix + "customer:", prefix + "history:"
+        self.marker_prefix = prefix + "partition:"
         self._client = aioredis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
         self._push_once = self._client.register_script(_PUSH_ONCE)
         self._pending: dict[str, dict[str, str]] = {}
@@ -88,6 +89,25 @@ class RedisSnapshotSink:
         except (RedisError, OSError) as error:
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
         return [json.loads(entry) for entry in entries]
+
+    async def lost(self, partitions: list[int]) -> list[int]:
+        """The partitions whose marker is gone: Redis lost what was written for them (a restart
+        without persistence, a flush), or never had it. Raises SinkUnavailable."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for partition in partitions:
+                    pipe.exists(f"{self.marker_prefix}{partition}")
+                found = await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
+        return [partition for partition, exists in zip(partitions, found, strict=True) if not exists]
+
+    async def mark(self, partitions: list[int]) -> None:
+        """Redis holds every snapshot of these partitions now. Raises SinkUnavailable."""
+        try:
+            await self._client.mset({f"{self.marker_prefix}{p}": "1" for p in partitions})
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
 
     async def flush(self) -> None:
         """Write all waiting snapshots and history entries; raise SinkUnavailable (keeping them)

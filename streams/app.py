@@ -312,6 +312,31 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         for partition in owned:
             await sweep_topic.send(key=None, value=b"", partition=partition)
         outputs.update_lag()
+        await refill_redis(owned)
+
+    async def refill_redis(owned: list[int]) -> None:
+        """A Redis that lost its data (restarted without persistence, flushed) gets every
+        snapshot of the partitions owned here again, from their stored states: the CRM must not
+        read nothing until each customer happens to change. A partition marker tells."""
+        try:
+            lost = set(await redis_sink.lost(sorted(owned)))
+            if not lost:
+                return
+            refilled = 0
+            for partition, _, stored in tables.stored_customers():
+                if partition in lost:
+                    snapshot = current_snapshot(CustomerState.from_bytes(stored), policy, settings.window)
+                    if snapshot is not None:
+                        redis_sink.add(snapshot)
+                        refilled += 1
+            await redis_sink.flush()
+            if redis_sink.waiting:
+                return  # not all written (Redis backs off): the next tick walks again
+            await redis_sink.mark(sorted(lost))
+        except SinkUnavailable as error:  # the batches' flushes say so already; try next tick
+            log.debug("sink=redis refill waits: %s", error)
+            return
+        log.warning("sink=redis had no data for partitions=%s: refilled %d snapshots", sorted(lost), refilled)
 
     @app.timer(interval=0.1)
     async def carry_on() -> None:
