@@ -26,6 +26,7 @@ KPI_BUCKETS = {
     "receivables_collection_rate": (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0),
     "overdue_receivables": (0, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
     "revenue_per_service_hour": (10, 50, 100, 250, 500, 1_000, 5_000),
+    "tenure_days": (30, 90, 180, 365, 730, 1_095, 1_825),
 }
 
 
