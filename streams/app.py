@@ -7,15 +7,17 @@ pipeline, then writes in this order — the order is what makes crashes safe:
 1. dead letters and re-keyed input to Kafka, awaited;
 2. customer states (each carrying an outbox of the outputs it decided) to the
    table, and the producer flushed: the changelog has them;
-3. each partition's progress (input positions, watermark) to its table, flushed:
+3. each partition's progress (input positions, event clock) to its table, flushed:
    only now does the batch count as processed (streams/positions.py);
-4. snapshots to Redis (before Kafka shows anything newer; a Redis that is down
-   only delays them);
+4. snapshots and the tier changes' history entries to Redis (before Kafka shows
+   anything newer; a Redis that is down only delays them; a re-sent change is
+   listed once);
 5. the outboxes to ``customer-tier-changes`` and ``customer-alerts``, awaited;
 6. the emptied outboxes stored again.
 
 A crash before 3 re-feeds the batch (the core absorbs nothing twice) and nothing
-was emitted. A crash after 2 restores states whose outboxes are sent again when
+was emitted; so does an exception outside any one message (``score``). A crash
+after 2 restores states whose outboxes are sent again when
 the partition is adopted: the same ids, so a consumer de-duplicates, and never a
 change the stored state did not decide — the chain of tier changes stays consistent.
 """
@@ -397,7 +399,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
 
 
 class _Outputs:
-    """Steps 1-3 of the module docstring, and the metrics that go with them."""
+    """Steps 1, 4 and 5 of the module docstring, and the metrics that go with them."""
 
     def __init__(
         self,
