@@ -108,7 +108,8 @@ def encode(state: CustomerState) -> bytes:
 
 
 def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
-    from models.state import Invoice, Order, Ticket, TierStatus
+    from models.records import Invoice, Order, Ticket
+    from models.state import TierStatus
 
     summary, at = _read_head(raw)
     body = zlib.decompress(raw[at:])

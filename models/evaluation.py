@@ -6,7 +6,7 @@ on the sweep; it mutates only the customer's state and returns what to emit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from hashlib import blake2b
 
 from models.alerts import AlertEvent, conditions, transitions
@@ -70,11 +70,12 @@ class Evaluation:
 def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
     """Decide the customer's tier and alerts as of ``as_of``. All or nothing: if it raises, the
     tier status is as before, so no decision is kept without the outputs that announce it."""
-    before = replace(state.status, outbox=list(state.status.outbox), alerts=dict(state.status.alerts))
+    before = state.status.copy()
     try:
         return _evaluate(state, policy, window, as_of)
     except Exception:
         state.status = before
+        state.index = None  # perhaps half updated: rebuilt from the records when next needed
         raise
 
 
@@ -84,7 +85,7 @@ def _evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) 
     if state.status.as_of is not None:
         as_of = max(as_of, state.status.as_of)
     state.prune(as_of, window)
-    segment = policy.segment_for(state.profile)
+    segment = state.segment(policy)
     kpis = state.kpis(as_of, window, segment.sla_us)
     score = composite_score(kpis, segment)
     status = state.status
@@ -132,7 +133,7 @@ def current_snapshot(state: CustomerState, policy: Policy, window: Window) -> Sn
     as_of = state.status.as_of
     if as_of is None:
         return None
-    segment = policy.segment_for(state.profile)
+    segment = state.segment(policy)
     kpis = state.kpis(as_of, window, segment.sla_us)
     status = state.status
     return Snapshot(

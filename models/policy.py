@@ -106,6 +106,16 @@ class SegmentPolicy:
     hysteresis: float
     sla_us: tuple[int, int, int, int]  # P1..P4
     warmup_us: int = 0  # a customer is first rated once its history is this long
+    # (kpi, weight, good, bad) of the KPIs weighed, in KPI_NAMES order: what scoring reads.
+    scored: tuple[tuple[KpiName, float, float, float], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        scored = tuple(
+            (name, self.weights[name], self.thresholds[name].good, self.thresholds[name].bad)
+            for name in KPI_NAMES
+            if self.weights.get(name, 0.0) > 0 and name in self.thresholds  # (a parsed policy has both)
+        )
+        object.__setattr__(self, "scored", scored)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from models.event_time import MICROS_PER_DAY, Window
 from models.kpis import KpiName, Kpis
 from models.policy import Policy, SegmentPolicy
 from models.state import CustomerState
-from models.tiering import UNRATED, composite_score, next_tier, warming_up
+from models.tiering import UNRATED, composite_score, kpi_score, next_tier, warming_up
 
 _STEP = MICROS_PER_DAY // 100  # days_since_last_order has two decimals
 _HALF_STEP = _STEP // 2
@@ -35,49 +35,21 @@ def next_due(
     """(decision, refresh): the earliest instant after ``as_of`` at which the tier or the alerts
     could change, and the next at which days_since_last_order shows a new value (``kpis``: as
     of ``as_of``, just evaluated)."""
-    candidates: list[int] = []
-    counted: list[int] = []  # instants that count in a KPI while their bucket is in the window
-    placed: list[int] = []  # also count in the previous window (revenue_growth, retained)
-    for order in state.orders.values():
-        if order.cancelled:
-            continue
-        promised = order.promised_us
-        if promised is not None:
-            candidates.append(promised)
-            counted.append(promised)
-        if order.placed_us is not None:
-            placed.append(order.placed_us)
-    counted += placed
-    latest_placed = max([*placed, *(t for _, t in state.placed_history)], default=None)
-    earliest_placed = min([*placed, *(t for _, t in state.first_placed)], default=None)
-    for invoice in state.invoices.values():
-        if invoice.due_us is not None:  # counts from its due instant while that is in the window
-            candidates.append(invoice.due_us)
-            counted.append(invoice.due_us)
-        candidates += [at for at, _ in invoice.payments.values()]  # reduces what is overdue from then
+    index = state.indexed(as_of, window, segment.sla_us)
+    next_change = index.next_change()  # a promise, deadline, due date or payment; a bucket moving
+    candidates = [] if next_change is None else [next_change]
     leads = [round(r.ticket.minutes_before_deadline * 60_000_000) for r in policy.alerts if r.ticket]
-    bucket_us = window.bucket_us
-    for ticket in state.tickets.values():
-        if ticket.opened_us is not None:
-            counted.append(ticket.opened_us)
-            if ticket.first_response_us is None:
-                deadline = ticket.opened_us + segment.sla_us[ticket.priority]
-                candidates += [deadline, *(deadline - lead for lead in leads)]
-                if leads and ticket.resolved_us is None:  # pruned then: its open-ticket alert resolves
-                    candidates.append((ticket.last_us // bucket_us + 2 * window.buckets) * bucket_us)
-        if ticket.resolved_us is not None:
-            counted.append(ticket.resolved_us)
-    counted += state.complaints.values()
+    if leads:
+        bucket_us = window.bucket_us
+        for ticket in index.unanswered.values():
+            assert ticket.opened_us is not None  # (unanswered: opened, no first response)
+            deadline = ticket.opened_us + segment.sla_us[ticket.priority]
+            candidates += [deadline - lead for lead in leads]
+            if ticket.resolved_us is None:  # pruned then: its open-ticket alert resolves
+                candidates.append((ticket.last_us // bucket_us + 2 * window.buckets) * bucket_us)
     if warming_up(state.status, segment, as_of) and state.status.first_seen is not None:
         candidates.append(state.status.first_seen + segment.warmup_us)
-    # Of the counted instants still in the window, the earliest leaves it first.
-    low = window.first_bucket(as_of) * bucket_us
-    earliest = min((t for t in counted if t >= low), default=None)
-    if earliest is not None:
-        candidates.append((earliest // bucket_us + window.buckets) * bucket_us)
-    earliest = min((t for t in placed if t >= low - window.buckets * bucket_us), default=None)
-    if earliest is not None:  # the first to leave the previous window
-        candidates.append((earliest // bucket_us + 2 * window.buckets) * bucket_us)
+    earliest_placed, latest_placed = state.placed_span()
     due = min((c for c in candidates if c > as_of), default=None)
     if latest_placed is None or earliest_placed is None:
         return due, None
@@ -116,6 +88,8 @@ def _recency_due(
     last = int(horizon * 100)  # beyond it the value changes nothing
     if before is not None:
         last = min(last, (before - 1 - latest_placed - _HALF_STEP) // _STEP)
+    if last < first or _score_holds(policy, segment, kpis, last):
+        return None
     tier = state.status.tier
     holding = set(state.status.alerts)
     # Before `before`, which is no later than the warm-up's end: no first rating while warming up.
@@ -139,6 +113,21 @@ def _recency_due(
         else:
             first = middle + 1
     return latest_placed + _HALF_STEP + first * _STEP
+
+
+def _score_holds(policy: Policy, segment: SegmentPolicy, kpis: Kpis, last: int) -> bool:
+    """Whether days_since_last_order's score is the same at step ``last`` as now, with no alert
+    rule on it: then nothing that depends on it changes up to there (the score is monotone, the
+    rest of the decision is as just evaluated), and the search can be skipped."""
+    name: KpiName = "days_since_last_order"
+    if kpis.days_since_last_order is None or any(r.kpi and r.kpi.name == name for r in policy.alerts):
+        return False
+    weight, threshold = segment.weights.get(name, 0.0), segment.thresholds.get(name)
+    if weight <= 0 or threshold is None:
+        return True
+    good, bad = threshold.good, threshold.bad
+    now = kpi_score(float(kpis.days_since_last_order), good, bad)
+    return now == kpi_score(float(Decimal(last + 1) / 100), good, bad)
 
 
 def _recency_horizon(policy: Policy, segment: SegmentPolicy) -> float | None:

@@ -18,20 +18,46 @@ one window length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from fractions import Fraction
 from hashlib import blake2b
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from models import codec
 from models.event_time import MICROS_PER_DAY, MICROS_PER_MINUTE, Window, to_micros
 from models.events import ComplaintEvent, CustomerProfile, Event, InvoiceEvent, OrderEvent, TicketEvent
+from models.kpi_index import EXACT, KpiIndex
 from models.kpis import Kpis
+from models.records import (
+    BILLED,
+    COLLECTED,
+    COMPLAINTS,
+    COSTED,
+    EFFORT,
+    MARGIN,
+    ON_TIME,
+    ORDERS,
+    OVERDUE,
+    PRIORITIES,
+    PROMISED,
+    RATED,
+    RATINGS,
+    RESPONDED,
+    RESPONSE_US,
+    REVENUE,
+    SLA_COUNTED,
+    SLA_MET,
+    Invoice,
+    Order,
+    Ticket,
+)
 
-PRIORITIES = ("P1", "P2", "P3", "P4")
+if TYPE_CHECKING:
+    from models.policy import Policy, SegmentPolicy
+
+__all__ = ["PRIORITIES", "CustomerState", "Invoice", "Order", "Outcome", "Ticket", "TierStatus"]
 # The KPIs "ever" (days_since_last_order, tenure_days) reach past the records kept: this many of
 # the latest and of the earliest forgotten non-cancelled orders are kept, so that a cancellation
 # arriving after an order was forgotten still finds the next one.
@@ -47,47 +73,6 @@ class Outcome(StrEnum):
 
 def stable_hash(text: str) -> int:
     return int.from_bytes(blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-@dataclass(slots=True)
-class Order:
-    placed_us: int | None = None
-    amount: Decimal | None = None
-    promised_placed_us: int | None = None  # from the placed event: wins
-    promised_delivered_us: int | None = None  # from a delivered event: used when no placed is known
-    delivered_us: int | None = None  # earliest delivery
-    cancelled: bool = False
-    last_us: int = 0  # latest instant of any kind: nothing can be in the window once this is not
-    cost: Decimal | None = None  # from the placed event
-
-    @property
-    def promised_us(self) -> int | None:
-        return self.promised_placed_us if self.placed_us is not None else self.promised_delivered_us
-
-
-@dataclass(slots=True)
-class Ticket:
-    opened_us: int | None = None
-    priority: int = 0  # index into PRIORITIES, valid once opened
-    first_response_us: int | None = None  # earliest response
-    resolved_us: int | None = None  # first resolution absorbed
-    satisfaction: int | None = None
-    last_us: int = 0
-    effort: Decimal | None = None  # effort_minutes of the first resolution
-    ticket_id: str | None = None  # named by an alert on this ticket (its subject)
-
-
-@dataclass(slots=True)
-class Invoice:
-    issued_us: int | None = None
-    amount: Decimal | None = None  # from the issued event
-    due_us: int | None = None
-    # Payments by their event's id hash: several add up, a re-sent one is the same payment.
-    payments: dict[int, tuple[int, Decimal]] = field(default_factory=dict)  # -> (occurred, amount)
-    last_us: int = 0
-
-    def paid_by(self, instant: int) -> Decimal:
-        return sum((amount for at, amount in self.payments.values() if at <= instant), Decimal(0))
 
 
 @dataclass(slots=True)
@@ -113,6 +98,15 @@ class TierStatus:
     due: int | None = None
     refresh: int | None = None
 
+    def copy(self) -> TierStatus:
+        """A copy to restore after a failed evaluation (copy.copy is several times slower)."""
+        copied = TierStatus(*(getattr(self, name) for name in _STATUS_FIELDS))
+        copied.outbox, copied.alerts = list(self.outbox), dict(self.alerts)
+        return copied
+
+
+_STATUS_FIELDS = tuple(f.name for f in fields(TierStatus))
+
 
 @dataclass(slots=True)
 class CustomerState:
@@ -132,6 +126,10 @@ class CustomerState:
     # Not stored: prune's outcome depends only on the window's first bucket (absorbed records are
     # never retired), so a second prune within the same bucket has nothing to do.
     pruned_for: int | None = field(default=None, repr=False, compare=False)
+    # Not stored: the running totals of the records (models/kpi_index.py), built when first needed.
+    index: KpiIndex | None = field(default=None, repr=False, compare=False)
+    # Not stored: the segment its profile resolves to under a policy (Policy.segment_for).
+    resolved: tuple[Policy, SegmentPolicy] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ absorbing
 
@@ -157,7 +155,14 @@ class CustomerState:
         self.status.first_seen = occurred if first_seen is None else min(first_seen, occurred)
         return Outcome.ACCEPTED
 
+    def segment(self, policy: Policy) -> SegmentPolicy:
+        """The policy's segment for this customer's profile."""
+        if self.resolved is None or self.resolved[0] is not policy:
+            self.resolved = (policy, policy.segment_for(self.profile))
+        return self.resolved[1]
+
     def set_profile(self, profile: CustomerProfile | None) -> None:
+        self.resolved = None
         self.profile = (
             None if profile is None else profile.model_dump(exclude_none=True, exclude={"customer_id"})
         )
@@ -185,6 +190,8 @@ class CustomerState:
             self.placed_history = [(h, t) for h, t in self.placed_history if h != key]
             self.first_placed = [(h, t) for h, t in self.first_placed if h != key]
         order.last_us = max(order.last_us, occurred, order.promised_us or 0)
+        if self.index is not None:
+            self.index.put_order(key, order)
         return True
 
     def _absorb_ticket(self, event: TicketEvent, occurred: int) -> bool:
@@ -209,6 +216,8 @@ class CustomerState:
         # Its id is kept only while an alert may name it: while it is open and unanswered.
         still_open = ticket.first_response_us is None and ticket.resolved_us is None
         ticket.ticket_id = event.ticket_id if still_open else None
+        if self.index is not None:
+            self.index.put_ticket(key, ticket)
         return True
 
     def _absorb_invoice(self, event: InvoiceEvent, occurred: int) -> bool:
@@ -226,6 +235,8 @@ class CustomerState:
                 return False
             invoice.payments[payment] = (occurred, event.amount)
         invoice.last_us = max(invoice.last_us, occurred, invoice.due_us or 0)
+        if self.index is not None:
+            self.index.put_invoice(key, invoice)
         return True
 
     def _absorb_complaint(self, event: ComplaintEvent, occurred: int) -> bool:
@@ -233,113 +244,79 @@ class CustomerState:
         if key in self.complaints:
             return False
         self.complaints[key] = occurred
+        if self.index is not None:
+            self.index.put_complaint(key, occurred)
         return True
 
     # ------------------------------------------------------------ KPIs
 
     def kpis(self, as_of: int, window: Window, sla_us: tuple[int, int, int, int]) -> Kpis:
-        """Every KPI of contract §3 as of ``as_of`` (T). Pure: reads the state only."""
-        start, end = window.bounds(as_of)  # t is in the window when start <= t < end
-        orders = self._order_kpis(as_of, start, end)
-        tickets = self._ticket_kpis(as_of, start, end, sla_us)
-        receivables = self._receivable_kpis(as_of, start, end)
-        complaints = sum(1 for occurred in self.complaints.values() if start <= occurred < end)
-        revenue, order_count = orders["revenue"], orders["order_count"]
-        effort = tickets.pop("effort")
+        """Every KPI of contract §3 as of ``as_of`` (T), read off the running totals."""
+        index = self.indexed(as_of, window, sla_us)
+        now, before = index.in_window, index.in_previous
+        revenue, order_count, ordered_before = cast(Decimal, now[REVENUE]), now[ORDERS], before[ORDERS]
+        revenue_before, effort = cast(Decimal, before[REVENUE]), now[EFFORT]
+        earliest, latest = self.placed_span()
+        lifetime = self.forgotten_revenue + index.lifetime_kept
         return Kpis(
-            **orders,
-            **tickets,
-            **receivables,
-            complaint_rate=float(Fraction(100 * complaints, max(order_count, 1))),
-            revenue_per_service_hour=None
-            if effort == 0
-            else float(Fraction(revenue) * 60 / Fraction(effort)),
+            revenue=revenue,
+            order_count=int(order_count),
+            on_time_delivery_rate=_ratio(now[ON_TIME], now[PROMISED]),
+            first_response_minutes=_ratio(now[RESPONSE_US], now[RESPONDED] * MICROS_PER_MINUTE),
+            response_sla_rate=_ratio(now[SLA_MET], now[SLA_COUNTED]),
+            complaint_rate=100 * int(now[COMPLAINTS]) / max(int(order_count), 1),
+            csat=_ratio(now[RATINGS], now[RATED]),
+            days_since_last_order=None if latest is None else _days(as_of - latest),
+            gross_margin_rate=_ratio(now[MARGIN], now[COSTED]),
+            revenue_growth=None
+            if revenue_before == 0
+            else _ratio(EXACT.subtract(revenue, revenue_before), revenue_before),
+            tenure_days=None if earliest is None else _days(as_of - earliest),
+            receivables_collection_rate=_ratio(now[COLLECTED], now[BILLED]),
+            overdue_receivables=cast(Decimal, now[OVERDUE]),
+            lifetime_revenue=lifetime.quantize(Decimal("0.01"), ROUND_HALF_UP),
+            retained=None if ordered_before == 0 else int(order_count > 0),
+            revenue_per_service_hour=None if effort == 0 else _ratio(EXACT.multiply(revenue, 60), effort),
         )
 
-    def _order_kpis(self, as_of: int, start: int, end: int) -> dict[str, Any]:
-        previous = 2 * start - end  # the previous window is [previous, start)
-        revenue, before, order_count, ordered_before, on_time, due = Decimal(0), Decimal(0), 0, 0, 0, 0
-        lifetime, costed_amount, margin = self.forgotten_revenue, Decimal(0), Decimal(0)
-        # Every non-cancelled order known, forgotten ones included: the latest and the earliest.
-        instants = [t for _, t in self.placed_history] + [t for _, t in self.first_placed]
-        for order in self.orders.values():
-            if order.cancelled:
-                continue
-            placed, amount = order.placed_us, order.amount or Decimal(0)
-            if placed is not None:
-                lifetime += amount
-                instants.append(placed)
-                if start <= placed < end:
-                    revenue += amount
-                    order_count += 1
-                    if order.cost is not None:
-                        costed_amount += amount
-                        margin += amount - order.cost
-                elif previous <= placed < start:
-                    before += amount
-                    ordered_before += 1
-            promised = order.promised_us
-            if promised is not None and start <= promised <= as_of:
-                due += 1
-                on_time += order.delivered_us is not None and order.delivered_us <= promised
-        return {
-            "revenue": revenue,
-            "order_count": order_count,
-            "on_time_delivery_rate": _ratio(on_time, due),
-            "days_since_last_order": _days(as_of - max(instants)) if instants else None,
-            "gross_margin_rate": _ratio(margin, costed_amount),
-            "revenue_growth": None if before == 0 else float(Fraction(revenue) / Fraction(before) - 1),
-            "tenure_days": _days(as_of - min(instants)) if instants else None,
-            "lifetime_revenue": lifetime.quantize(Decimal("0.01"), ROUND_HALF_UP),
-            "retained": None if ordered_before == 0 else int(order_count > 0),
-        }
+    def indexed(self, as_of: int, window: Window, sla_us: tuple[int, int, int, int]) -> KpiIndex:
+        """The running totals brought to ``as_of``; built from the records when there are none
+        yet, or none that fit (an earlier watermark, another window or SLA)."""
+        index = self.index
+        if (
+            index is None
+            or index.window != window
+            or index.sla_us != sla_us
+            or (index.reached is not None and as_of < index.reached)
+        ):
+            index = self.index = KpiIndex(window, sla_us)
+            for key, order in self.orders.items():
+                index.put_order(key, order)
+            for key, ticket in self.tickets.items():
+                index.put_ticket(key, ticket)
+            for key, invoice in self.invoices.items():
+                index.put_invoice(key, invoice)
+            for key, occurred in self.complaints.items():
+                index.put_complaint(key, occurred)
+        index.reach(as_of)
+        return index
 
-    def _ticket_kpis(
-        self, as_of: int, start: int, end: int, sla_us: tuple[int, int, int, int]
-    ) -> dict[str, Any]:
-        response_sum, responded, sla_met, sla_counted, rating_sum, rated = 0, 0, 0, 0, 0, 0
-        effort = Decimal(0)
-        for ticket in self.tickets.values():
-            if ticket.resolved_us is not None and start <= ticket.resolved_us < end:
-                if ticket.satisfaction is not None:
-                    rating_sum += ticket.satisfaction
-                    rated += 1
-                effort += ticket.effort or 0
-            if ticket.opened_us is None or not start <= ticket.opened_us < end:
-                continue
-            deadline = ticket.opened_us + sla_us[ticket.priority]
-            answered = ticket.first_response_us
-            if answered is not None:
-                response_sum += answered - ticket.opened_us
-                responded += 1
-            if answered is not None or deadline <= as_of:
-                sla_counted += 1
-                sla_met += answered is not None and answered <= deadline
-        return {
-            "first_response_minutes": _ratio(response_sum, responded * MICROS_PER_MINUTE),
-            "response_sla_rate": _ratio(sla_met, sla_counted),
-            "csat": _ratio(rating_sum, rated),
-            "effort": effort,
-        }
-
-    def _receivable_kpis(self, as_of: int, start: int, end: int) -> dict[str, Any]:
-        billed, collected, overdue = Decimal(0), Decimal(0), Decimal(0)
-        for invoice in self.invoices.values():
-            due, amount = invoice.due_us, invoice.amount
-            if due is None or amount is None or not (start <= due < end and due <= as_of):
-                continue
-            billed += amount
-            collected += min(invoice.paid_by(due), amount)
-            overdue += max(amount - invoice.paid_by(as_of), Decimal(0))
-        return {"receivables_collection_rate": _ratio(collected, billed), "overdue_receivables": overdue}
+    def placed_span(self) -> tuple[int | None, int | None]:
+        """(earliest, latest) placed instant of every non-cancelled order known, forgotten ones
+        included (for the KPIs "ever"); after ``indexed``."""
+        assert self.index is not None
+        kept = self.index.placed_span()
+        earliest = min([t for _, t in self.first_placed] + ([kept[0]] if kept else []), default=None)
+        latest = max([t for _, t in self.placed_history] + ([kept[1]] if kept else []), default=None)
+        return earliest, latest
 
     def open_tickets(self) -> list[tuple[int, Ticket]]:
         """Opened, unanswered and unresolved tickets (for open-ticket alert rules)."""
-        return [
-            (key, t)
-            for key, t in self.tickets.items()
-            if t.opened_us is not None and t.first_response_us is None and t.resolved_us is None
-        ]
+        if self.index is not None:
+            unanswered: Any = self.index.unanswered.items()
+        else:
+            unanswered = ((key, t) for key, t in self.tickets.items() if t.unanswered)
+        return [(key, t) for key, t in unanswered if t.resolved_us is None]
 
     # ------------------------------------------------------------ pruning
 
@@ -350,14 +327,23 @@ class CustomerState:
         cancelled on day 1 whose delivery arrives on day 3 must still be known as
         cancelled after day 1 has left the window. Event ids go at the window's
         edge: a re-sent event older than that is late anyway."""
-        retired, first = window.is_retired, window.first_bucket(as_of)
+        first = window.first_bucket(as_of)
         if first == self.pruned_for:
             return
         self.pruned_for = first
+        # Window.is_retired, with its bound computed once: this loop visits every record.
+        bucket_us, bound = window.bucket_us, first - window.buckets
+
+        def retired(instant: int, _: int) -> bool:
+            return instant // bucket_us < bound
+
         forgotten = []
+        index = self.index
         for key, order in list(self.orders.items()):
             if retired(order.last_us, as_of):
                 del self.orders[key]
+                if index is not None:
+                    index.drop_order(key)
                 if order.placed_us is not None and not order.cancelled:
                     forgotten.append((key, order.placed_us))
                     self.forgotten_revenue += order.amount or 0
@@ -368,12 +354,23 @@ class CustomerState:
             self.first_placed = sorted(self.first_placed + forgotten, key=lambda item: item[1])[
                 :PLACED_HISTORY
             ]
-        self.invoices = {k: i for k, i in self.invoices.items() if not retired(i.last_us, as_of)}
+        for key, invoice in list(self.invoices.items()):
+            if retired(invoice.last_us, as_of):
+                del self.invoices[key]
+                if index is not None:
+                    index.drop("invoice", key)
         for key, ticket in list(self.tickets.items()):
             if retired(ticket.last_us, as_of):
                 del self.tickets[key]
-        self.complaints = {k: t for k, t in self.complaints.items() if not retired(t, as_of)}
-        self.seen = {k: b for k, b in self.seen.items() if b >= first}
+                if index is not None:
+                    index.drop_ticket(key)
+        for key, occurred in list(self.complaints.items()):
+            if retired(occurred, as_of):
+                del self.complaints[key]
+                if index is not None:
+                    index.drop("complaint", key)
+        if any(b < first for b in self.seen.values()):
+            self.seen = {k: b for k, b in self.seen.items() if b >= first}
 
     # ------------------------------------------------------------ stored form
 
@@ -390,7 +387,13 @@ def _micros(instant: datetime | None) -> int | None:
 
 
 def _ratio(numerator: int | Decimal, denominator: int | Decimal) -> float | None:
-    return None if denominator == 0 else float(Fraction(numerator) / Fraction(denominator))
+    """Correctly rounded (as a Fraction's float): int / int is, in CPython."""
+    if denominator == 0:
+        return None
+    if type(numerator) is int and type(denominator) is int:
+        return numerator / denominator
+    top, bottom = numerator.as_integer_ratio(), denominator.as_integer_ratio()
+    return (top[0] * bottom[1]) / (top[1] * bottom[0])
 
 
 def _days(micros: int) -> Decimal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from hashlib import sha256
 
-from models.kpis import KPI_NAMES, KpiName, Kpis
+from models.kpis import KpiName, Kpis
 from models.policy import SegmentPolicy
 from models.state import TierStatus
 
@@ -26,7 +26,16 @@ class KpiReason:
 @dataclass(frozen=True, slots=True)
 class Score:
     composite: float | None  # None: no weighted KPI is defined
-    reasons: tuple[KpiReason, ...]
+    weighted: tuple[tuple[KpiName, float, float, float], ...]  # (kpi, value, score, weight)
+
+    @property
+    def reasons(self) -> tuple[KpiReason, ...]:
+        """Built when asked: only a tier change explains itself."""
+        total = sum(w for *_, w in self.weighted)
+        return tuple(
+            KpiReason(name, value, score, weight, score * weight / total)
+            for name, value, score, weight in self.weighted
+        )
 
 
 def kpi_score(value: float, good: float, bad: float) -> float:
@@ -36,22 +45,16 @@ def kpi_score(value: float, good: float, bad: float) -> float:
 
 def composite_score(kpis: Kpis, segment: SegmentPolicy) -> Score:
     weighted: list[tuple[KpiName, float, float, float]] = []
-    for name in KPI_NAMES:
-        weight = segment.weights.get(name, 0.0)
-        value = kpis.value(name)
-        if weight <= 0 or value is None:
-            continue
-        threshold = segment.thresholds[name]
-        weighted.append((name, value, kpi_score(value, threshold.good, threshold.bad), weight))
+    for name, weight, good, bad in segment.scored:
+        raw = getattr(kpis, name)
+        if raw is not None:
+            value = float(raw)
+            score = (value - bad) / (good - bad) * 100.0  # kpi_score, inline: the hottest loop
+            weighted.append((name, value, min(100.0, max(0.0, score)), weight))
     total_weight = sum(w for *_, w in weighted)
     if total_weight == 0:
         return Score(None, ())
-    composite = sum(s * w for _, _, s, w in weighted) / total_weight
-    reasons = tuple(
-        KpiReason(name, value, score, weight, score * weight / total_weight)
-        for name, value, score, weight in weighted
-    )
-    return Score(composite, reasons)
+    return Score(sum(s * w for _, _, s, w in weighted) / total_weight, tuple(weighted))
 
 
 def band(score: float, segment: SegmentPolicy) -> str:

@@ -141,3 +141,39 @@ class RedisSnapshotSink:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class NoSnapshots:
+    """The snapshot sink of a deployment without Redis (``TIERPULSE_REDIS_URL=""``): the CRM and
+    operations read Kafka only. Takes everything, writes nothing; the history page says why."""
+
+    name = "redis"
+    waiting = 0
+    healthy = True
+
+    async def setup(self) -> None:
+        log.info("sink=redis state=off: TIERPULSE_REDIS_URL is empty, no snapshots or histories")
+
+    def add(self, item: Snapshot) -> None:
+        pass
+
+    def add_history(self, change: dict[str, object]) -> None:
+        pass
+
+    async def history(self, customer_id: str) -> list[dict[str, object]]:
+        raise SinkUnavailable("tier histories live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
+
+    async def lost(self, partitions: list[int]) -> list[int]:
+        return []
+
+    async def mark(self, partitions: list[int]) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+SnapshotSink = RedisSnapshotSink | NoSnapshots

@@ -52,7 +52,7 @@ from models.tiering import UNRATED
 from sinks.base import SinkUnavailable
 from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
-from sinks.redis import RedisSnapshotSink
+from sinks.redis import NoSnapshots, RedisSnapshotSink, SnapshotSink
 from streams.offsets import InputOffsets
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
@@ -182,8 +182,12 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         "tier_changes": KafkaTopicSink(raw(names.tier_changes)),
         "alerts": KafkaTopicSink(raw(names.alerts)),
     }
-    redis_sink = RedisSnapshotSink(
-        settings.redis_url, settings.redis_prefix, snapshot_prefix=settings.redis_key_prefix
+    redis_sink: SnapshotSink = (
+        RedisSnapshotSink(
+            settings.redis_url, settings.redis_prefix, snapshot_prefix=settings.redis_key_prefix
+        )
+        if settings.redis_url
+        else NoSnapshots()
     )
     metrics = ScorerMetrics(registry or CollectorRegistry(), (*policy.tiers, UNRATED), settings.watch_list)
     metrics.initialise(
@@ -219,6 +223,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         lateness_us=round(settings.allowed_lateness_seconds * MICROS_PER_SECOND),
         max_future_skew_us=round(settings.max_future_skew_seconds * MICROS_PER_SECOND),
         max_event_bytes=settings.max_event_bytes,
+        cached_states=settings.state_cache_customers,
     )
     outputs = _Outputs(sinks, redis_sink, metrics, pipeline)
     input_offsets = InputOffsets(lambda: app.consumer, sorted(inputs))
@@ -404,7 +409,7 @@ class _Outputs:
     def __init__(
         self,
         sinks: dict[str, KafkaTopicSink],
-        redis: RedisSnapshotSink,
+        redis: SnapshotSink,
         metrics: ScorerMetrics,
         pipeline: Pipeline,
     ) -> None:
@@ -511,7 +516,7 @@ def _add_web_views(
     policy: Policy,
     customers: Any,
     metrics: ScorerMetrics,
-    redis_sink: RedisSnapshotSink,
+    redis_sink: SnapshotSink,
 ) -> None:
     token = None if settings.http_token is None else f"Bearer {settings.http_token.get_secret_value()}"
 
@@ -554,7 +559,11 @@ def _add_web_views(
         return web.json(
             {
                 "status": "ok",
-                "redis": "up" if redis_sink.healthy else "down",
+                "redis": "off"
+                if isinstance(redis_sink, NoSnapshots)
+                else "up"
+                if redis_sink.healthy
+                else "down",
                 "redis_waiting": redis_sink.waiting,
                 "policy_version": policy.version,
             }

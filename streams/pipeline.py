@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import logging
 from collections import Counter as Tally
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from models.codec import StoredStateError, StoredSummary
 from models.evaluation import Evaluation, Snapshot, current_snapshot, evaluate
@@ -105,6 +106,24 @@ class BatchResult:
 
 
 @dataclass
+class _Held:
+    """What the pipeline keeps for one partition it holds, dropped whole when the partition goes
+    (a rebalance, a failed batch)."""
+
+    clock: EventClock
+    decisions: DueSchedule = field(default_factory=DueSchedule)  # when a tier or alert could change
+    refreshes: DueSchedule = field(default_factory=DueSchedule)  # snapshot-only changes, for the sweep
+    refreshing: bool = False  # the sweep has refreshes left to do
+    # The adoption scan (Pipeline._scan): the customers counted already, by the walk or by an
+    # event that came first; None once the walk has covered the partition.
+    scanned: set[str] | None = field(default_factory=set)
+    population: Tally[tuple[str, str]] = field(default_factory=Tally)  # (tier, segment) -> customers
+    # Decoded states of the customers seen last, as stored (models/state.py): a busy customer is
+    # neither read nor decoded again, and keeps its running KPI totals (models/kpi_index.py).
+    states: OrderedDict[str, CustomerState] = field(default_factory=OrderedDict)
+
+
+@dataclass
 class _Touched:
     state: CustomerState
     partition: int
@@ -121,36 +140,39 @@ class Pipeline:
         lateness_us: int,
         max_future_skew_us: int,
         max_event_bytes: int,
+        cached_states: int = 0,
     ) -> None:
+        """``cached_states``: decoded states kept between batches (the most recent, shared out
+        among the partitions held)."""
         self.policy, self.window, self.routing = policy, window, routing
+        self.cached_states = cached_states
         self.lateness_us, self.max_future_skew_us = lateness_us, max_future_skew_us
         self.max_event_bytes = max_event_bytes
         self._rekeyed_to: set[int] = set()
-        self._clocks: dict[int, EventClock] = {}
+        self._held: dict[int, _Held] = {}
         # The input streams of a partition, as far as event time goes (models/event_time.py).
         self._streams = (
             *(t for t, kind in routing.inputs.items() if kind is not Topic.CUSTOMERS),
             routing.rekeyed,
         )
         self._positions = InputPositions()
-        self._schedules: dict[int, DueSchedule] = {}
-        self._refreshes: dict[int, DueSchedule] = {}  # snapshot-only changes, for the sweep
-        self._refreshing: set[int] = set()  # partitions whose sweep has refreshes left to do
         self._input_at_us: int | None = None  # when a batch last carried input
-        # The adoption scan (_scan): one walk over the stored customers, and per adopted
-        # partition the customers counted already, by the walk or by an event that came first.
+        # The adoption scan (_scan): one walk over the stored customers of every partition held.
         self._walk: Iterator[tuple[int, str, bytes]] | None = None
-        self._scanned: dict[int, set[str]] = {}
-        self.population: dict[int, Tally[tuple[str, str]]] = {}
+
+    @property
+    def population(self) -> dict[int, Tally[tuple[str, str]]]:
+        """Customers by (tier, segment), per partition held (the tier gauge)."""
+        return {partition: held.population for partition, held in self._held.items()}
 
     def as_of(self, partition: int) -> int | None:
         """The partition's watermark T (models/event_time.py), the allowed lateness taken off."""
-        clock = self._clocks.get(partition)
-        return None if clock is None else clock.watermark
+        held = self._held.get(partition)
+        return None if held is None else held.clock.watermark
 
     def position(self, tp: TopicPartition, tables: StateTables) -> int | None:
         """The next offset to process on an input partition, if any was ever processed."""
-        if tp[1] in self._schedules:
+        if tp[1] in self._held:
             return self._positions.next_offset(tp)
         stored = tables.progress(tp[1])
         return None if stored is None else stored.next_offsets.get(tp[0])
@@ -161,7 +183,9 @@ class Pipeline:
     def pending(self, now_us: int) -> list[int]:
         """Partitions with work left for a sweep tick to carry on (a scan or refreshes), while
         idle: input batches carry it on themselves."""
-        return sorted(self._scanned.keys() | self._refreshing) if self.idle(now_us) else []
+        if not self.idle(now_us):
+            return []
+        return sorted(p for p, held in self._held.items() if held.scanned is not None or held.refreshing)
 
     def input_restarted(self, tp: TopicPartition) -> bool:
         """The input partition ends below its stored position: it was recreated, and its next
@@ -170,17 +194,12 @@ class Pipeline:
 
     def adopted(self) -> set[int]:
         """The partitions this process holds anything of."""
-        return set(self._schedules)
+        return set(self._held)
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions moved to another worker: drop what this process kept for them."""
         for partition in partitions:
-            self._clocks.pop(partition, None)
-            self._schedules.pop(partition, None)
-            self._refreshes.pop(partition, None)
-            self._refreshing.discard(partition)
-            self._scanned.pop(partition, None)
-            self.population.pop(partition, None)
+            self._held.pop(partition, None)
         self._positions.forget(partitions)
 
     def process(
@@ -224,22 +243,21 @@ class Pipeline:
                 # Whoever fell due (a deadline, a promise, the window's edge) is evaluated now,
                 # at this event — not whenever a wall-clock sweep runs.
                 clocked.add(record.partition)
-                self._evaluate_due(
-                    self._schedules.get(record.partition), record.partition, tables, touched, result
-                )
+                self._evaluate_due("decisions", record.partition, tables, touched, result)
         for partition in sweeps:
             self._adopt(partition, tables, result)
             if self._advance(partition, offsets):  # a stream read to its end holds T no more
                 clocked.add(partition)
-            self._evaluate_due(self._schedules.get(partition), partition, tables, touched, result)
-            self._refreshing.add(partition)
+            self._evaluate_due("decisions", partition, tables, touched, result)
+            self._held[partition].refreshing = True
         idle = not progressed and self.idle(now_us)
         self._refresh(tables, touched, result, REFRESHES_PER_IDLE_BATCH if idle else REFRESHES_PER_BUSY_BATCH)
         self._scan(tables, result, SCANS_PER_IDLE_BATCH if idle else SCANS_PER_BUSY_BATCH)
         if progressed:
             self._input_at_us = now_us
+        self._keep_decoded(touched, result)
         for partition in progressed | clocked:
-            clock = self._clocks[partition]
+            clock = self._held[partition].clock
             result.progress[partition] = PartitionProgress(
                 self._positions.of_partition(partition), dict(clock.frontiers), clock.watermark
             )
@@ -254,7 +272,7 @@ class Pipeline:
                 position = self._positions.next_offset((topic, partition))
                 if (held.start if position is None else position) < held.stop:
                     behind.append(topic)
-        return self._clocks[partition].advance(behind)
+        return self._held[partition].clock.advance(behind)
 
     def _in_order(
         self,
@@ -344,7 +362,7 @@ class Pipeline:
         if not isinstance(parsed, CustomerProfile):
             # Judged against the stream the event was first written to: a re-keyed event was
             # judged there, and only one that was not late was re-keyed.
-            clock, occurred = self._clocks[record.partition], parsed.occurred_us
+            clock, occurred = self._held[record.partition].clock, parsed.occurred_us
             late = record.topic != self.routing.rekeyed and clock.is_late(record.topic, occurred, self.window)
             clock.observe(record.topic, occurred)
             if late:
@@ -399,13 +417,29 @@ class Pipeline:
         if entry is not None:
             return entry.state
         self._adopt(partition, tables, result)
-        return self._touch(customer_id, partition, tables.customer(customer_id), touched)
+        state = self._touch(customer_id, partition, tables, touched, new=True)
+        assert state is not None
+        return state
 
     def _touch(
-        self, customer_id: str, partition: int, stored: bytes | None, touched: dict[str, _Touched]
-    ) -> CustomerState:
-        state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
-        scanned = self._scanned.get(partition)
+        self,
+        customer_id: str,
+        partition: int,
+        tables: StateTables,
+        touched: dict[str, _Touched],
+        *,
+        new: bool,
+    ) -> CustomerState | None:
+        """Take the customer's state into the batch: decoded already, stored, or (``new``) a new
+        one; None if there is none and it may not be new."""
+        held = self._held[partition]
+        state = held.states.pop(customer_id, None)
+        if state is None:
+            stored = tables.customer(customer_id)
+            if stored is None and not new:
+                return None
+            state = CustomerState(customer_id) if stored is None else CustomerState.from_bytes(stored)
+        scanned = held.scanned
         # Not scanned yet: this touch adopts it — its evaluation counts it (as for a new customer),
         # schedules it and puts its stored outbox in the batch's states; the walk skips it.
         counted = scanned is None or customer_id in scanned
@@ -425,7 +459,7 @@ class Pipeline:
         as_of = self.as_of(entry.partition)
         if as_of is None:  # no watermark yet (a stream not read yet holds it): scored at the first
             result.states[customer_id] = (entry.partition, entry.state)
-            self._schedule(entry.partition).set(customer_id, EARLIEST)
+            self._held[entry.partition].decisions.set(customer_id, EARLIEST)
             return
         try:
             evaluation = evaluate(entry.state, self.policy, self.window, as_of)
@@ -435,17 +469,18 @@ class Pipeline:
             result.internal_errors["evaluation"] += 1
             log.exception("internal error evaluating partition=%d customer=%s", entry.partition, customer_id)
             result.states[customer_id] = (entry.partition, entry.state)
-            self._refreshes.setdefault(entry.partition, DueSchedule()).set(customer_id, EARLIEST)
+            self._held[entry.partition].refreshes.set(customer_id, EARLIEST)
             return
-        self._schedule(entry.partition).set(customer_id, evaluation.due)
-        self._refreshes.setdefault(entry.partition, DueSchedule()).set(customer_id, evaluation.refresh)
+        held = self._held[entry.partition]
+        held.decisions.set(customer_id, evaluation.due)
+        held.refreshes.set(customer_id, evaluation.refresh)
         result.evaluations.append(evaluation)
         if evaluation.changed or always_write:
             result.snapshots[customer_id] = evaluation.snapshot
         result.states[customer_id] = (entry.partition, entry.state)
         now = (evaluation.snapshot.tier, evaluation.snapshot.segment)
         if now != entry.was:
-            tally = self.population.setdefault(entry.partition, Tally())
+            tally = held.population
             if entry.was is not None:
                 tally[entry.was] -= 1
             tally[now] += 1
@@ -454,25 +489,25 @@ class Pipeline:
 
     def _evaluate_due(
         self,
-        schedule: DueSchedule | None,
+        which: Literal["decisions", "refreshes"],
         partition: int,
         tables: StateTables,
         touched: dict[str, _Touched],
         result: BatchResult,
         budget: int | None = None,
     ) -> int | None:
-        """Evaluate the customers ``schedule`` (the partition's decisions or its refreshes) has
-        due, at most ``budget``; return the budget left (0: perhaps more are due)."""
-        as_of = self.as_of(partition)
-        if as_of is None or schedule is None:
+        """Evaluate the customers the partition has due (``which`` schedule), at most ``budget``;
+        return the budget left (0: perhaps more are due)."""
+        held = self._held.get(partition)
+        if held is None or held.clock.watermark is None:
             return budget
-        due = schedule.pop_due(as_of, budget)
+        schedule = held.decisions if which == "decisions" else held.refreshes
+        due = schedule.pop_due(held.clock.watermark, budget)
         for customer_id in due:
-            if customer_id not in touched:  # (scheduled means this partition is adopted already)
-                stored = tables.customer(customer_id)
-                if stored is None:
-                    continue  # gone since it was scheduled
-                self._touch(customer_id, partition, stored, touched)
+            if customer_id not in touched and not self._touch(
+                customer_id, partition, tables, touched, new=False
+            ):
+                continue  # gone since it was scheduled
             self._evaluate(customer_id, touched[customer_id], result, always_write=False)
         return None if budget is None else budget - len(due)
 
@@ -480,26 +515,25 @@ class Pipeline:
         self, tables: StateTables, touched: dict[str, _Touched], result: BatchResult, budget: int
     ) -> None:
         """Go on with the sweeps' snapshot refreshes, ``budget`` at most."""
-        for partition in sorted(self._refreshing):
-            refreshes = self._refreshes.get(partition)
-            budget = self._evaluate_due(refreshes, partition, tables, touched, result, budget) or 0
+        for partition, held in sorted(self._held.items()):
+            if not held.refreshing:
+                continue
+            budget = self._evaluate_due("refreshes", partition, tables, touched, result, budget) or 0
             if budget == 0:
-                return  # perhaps more are due: the partition stays in _refreshing
-            self._refreshing.discard(partition)
+                return  # perhaps more are due: the partition goes on refreshing
+            held.refreshing = False
 
     def _adopt(self, partition: int, tables: StateTables, result: BatchResult) -> None:
         """On first contact after an assignment: take the partition's progress; the scan
         (_scan) does the rest, on a new walk that covers this partition too."""
-        if partition in self._schedules:
+        if partition in self._held:
             return
         reached = tables.progress(partition)
-        clock = self._clocks[partition] = EventClock(self.lateness_us)
+        clock = EventClock(self.lateness_us)
         if reached is not None:
             clock.frontiers, clock.watermark = dict(reached.frontiers), reached.watermark
             self._positions.adopt(partition, reached.next_offsets)
-        self._schedule(partition)
-        self.population.setdefault(partition, Tally())
-        self._scanned[partition] = set()
+        self._held[partition] = _Held(clock)
         self._walk = None
 
     def _scan(self, tables: StateTables, result: BatchResult, budget: int) -> None:
@@ -508,25 +542,25 @@ class Pipeline:
         under another policy version, or never, is due now. Stored outboxes (a crashed worker's
         outputs, perhaps undelivered) are picked up. A customer an event reaches first is
         adopted by that event (_touch)."""
-        if not self._scanned:
+        if all(held.scanned is None for held in self._held.values()):
             return
         if self._walk is None:
             self._walk = iter(tables.stored_customers())
         for partition, customer_id, stored in self._walk:
-            scanned = self._scanned.get(partition)
-            if scanned is None or customer_id in scanned:
+            held = self._held.get(partition)
+            if held is None or held.scanned is None or customer_id in held.scanned:
                 continue  # not adopted here, or adopted by an event
-            scanned.add(customer_id)
+            held.scanned.add(customer_id)
             summary = StoredSummary.of(stored)
             key = _counted_as(summary.as_of, summary.tier, summary.segment)
             if key is not None:
-                self.population[partition][key] += 1
+                held.population[key] += 1
                 result.population_changed = True
             if summary.as_of is not None and summary.policy_version == self.policy.version:
-                self._schedule(partition).set(customer_id, summary.due)
-                self._refreshes.setdefault(partition, DueSchedule()).set(customer_id, summary.refresh)
+                held.decisions.set(customer_id, summary.due)
+                held.refreshes.set(customer_id, summary.refresh)
             else:
-                self._schedule(partition).set(customer_id, EARLIEST)
+                held.decisions.set(customer_id, EARLIEST)
             if summary.has_outbox:  # Redis may not have these outputs' snapshot either
                 state = CustomerState.from_bytes(stored)
                 result.states.setdefault(customer_id, (partition, state))
@@ -537,10 +571,22 @@ class Pipeline:
             if budget == 0:
                 return
         self._walk = None
-        self._scanned.clear()
+        for held in self._held.values():
+            held.scanned = None
 
-    def _schedule(self, partition: int) -> DueSchedule:
-        return self._schedules.setdefault(partition, DueSchedule())
+    def _keep_decoded(self, touched: dict[str, _Touched], result: BatchResult) -> None:
+        """Keep the batch's states decoded for the next batches: those stored, which are as the
+        table will hold them; a touched state not stored (a message that failed half way) is
+        read from the table again."""
+        if self.cached_states <= 0 or not self._held:
+            return
+        limit = max(1, self.cached_states // len(self._held))
+        for customer_id, (partition, state) in result.states.items():
+            held = self._held.get(partition)
+            if held is not None:
+                held.states[customer_id] = state  # (taken out by _touch: now the most recent)
+                while len(held.states) > limit:
+                    held.states.popitem(last=False)
 
 
 def _counted_as(as_of: int | None, tier: str | None, segment: str | None) -> tuple[str, str] | None:

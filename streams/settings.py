@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     topics: TopicNames = TopicNames()
     partitions: int = Field(4, ge=1, description="partitions of every input and internal topic")
 
-    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_url: str = "redis://127.0.0.1:16379/0"  # empty: no Redis (no snapshots or histories there)
     # The leading part of every Redis key (contract §5): snapshots are <prefix>customer:<id>,
     # tier histories <prefix>history:<id>. Several deployments can share a Redis.
     redis_prefix: str = "tierpulse:"
@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(65_536, gt=0)
     sweep_interval_seconds: float = Field(60, gt=0)
     batch_size: int = Field(2000, gt=0)
+    # Decoded states kept between batches (streams/pipeline.py): a busy customer is neither read
+    # from the store nor decoded again. ~10-60 KB each in memory (tests/bench/RESULTS.md).
+    state_cache_customers: int = Field(10_000, ge=0)
     # The longest a quiet stream waits to fill a batch: it is a floor under latency.
     batch_seconds: float = Field(0.05, gt=0)
     session_timeout_seconds: float = Field(30, gt=0)

@@ -1,25 +1,26 @@
-"""``python -m tests.bench [core|warmup|catchup|pipeline|adoption|recovery|all] [--customers N] [--days D]``
+"""``python -m tests.bench [core|warmup|catchup|pipeline|peer|adoption|recovery|all] [--customers N]
+[--days D]``
 
 Without --customers each benchmark runs at its own scale: warmup 200 customers, catchup 300 (35
-days), pipeline 1,000
-(a month of their events), adoption and recovery 100,000. Results go to bench-results/ (--json-dir DIR).
+days), pipeline 1,000 (a month of their events), peer 500 (the demo month), adoption and recovery
+100,000. Results go to bench-results/ (--json-dir DIR).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from tests.bench import adoption, catchup, core, pipeline, recovery, warmup
+from tests.bench import adoption, catchup, core, peer, pipeline, recovery, warmup
 
 parser = argparse.ArgumentParser(prog="python -m tests.bench")
 parser.add_argument(
     "which",
     nargs="?",
     default="all",
-    choices=["core", "warmup", "catchup", "pipeline", "adoption", "recovery", "all"],
+    choices=["core", "warmup", "catchup", "pipeline", "peer", "adoption", "recovery", "all"],
 )
 parser.add_argument("--customers", type=int, help="customers, for every benchmark chosen")
-parser.add_argument("--days", type=float, help="days of history (pipeline: 30, catchup: 35)")
+parser.add_argument("--days", type=float, help="days of history (pipeline, peer: 30, catchup: 35)")
 parser.add_argument("--json-dir", default="bench-results")
 args = parser.parse_args()
 if args.which in ("core", "all"):
@@ -30,6 +31,8 @@ if args.which in ("catchup", "all"):
     catchup.main(args.customers or 300, args.days or 35, f"{args.json_dir}/catchup.json")
 if args.which in ("pipeline", "all"):
     pipeline.main(args.customers or 1_000, args.days or 30, f"{args.json_dir}/pipeline.json")
+if args.which in ("peer", "all"):
+    peer.main(args.customers or 500, args.days or 30, f"{args.json_dir}/peer.json")
 if args.which in ("adoption", "all"):
     adoption.main(args.customers or 100_000, f"{args.json_dir}/adoption.json")
 if args.which in ("recovery", "all"):

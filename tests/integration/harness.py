@@ -66,9 +66,13 @@ class ScorerRun:
     behind: dict[str, float | None] = field(default_factory=dict)
     # Every message produced, where it landed: (kind, partition, offset, key, value).
     produced: list[Produced] = field(default_factory=list)
+    # The name of another run whose input topics this one reads, from the start, under its own app
+    # id (internal and output topics stay its own): two scorers measured on one preload.
+    inputs_of: str | None = None
 
     def topic(self, kind: str) -> str:
-        return f"{self.name}-{kind}"
+        owner = self.inputs_of if self.inputs_of and kind in INPUT_FIELDS.values() else self.name
+        return f"{owner}-{kind}"
 
     def env(self, web_port: int, index: int) -> dict[str, str]:
         env = {

@@ -39,12 +39,21 @@ TOPICS = {
 
 
 def make_pipeline(
-    policy: Policy, window: Window, partition_of: Callable[[bytes], int | None] | None = None
+    policy: Policy,
+    window: Window,
+    partition_of: Callable[[bytes], int | None] | None = None,
+    cached_states: int = 8,
 ) -> Pipeline:
     """A scorer's pipeline over the simulated topics (plus customers, re-keyed input, sweeps)."""
     routing = Routing({**TOPICS, "customers": Topic.CUSTOMERS}, "rekeyed", "sweep", partition_of)  # type: ignore[arg-type]
     return Pipeline(
-        policy, window, routing, lateness_us=0, max_future_skew_us=3600 * 10**6, max_event_bytes=65_536
+        policy,
+        window,
+        routing,
+        lateness_us=0,
+        max_future_skew_us=3600 * 10**6,
+        max_event_bytes=65_536,
+        cached_states=cached_states,
     )
 
 
@@ -109,7 +118,7 @@ class SimulatedTopics:
                 self.cursors[(topic, partition)] = reached.next_offsets.get(topic, 0) if reached else 0
             return
         if fault == "fail":  # what streams/app.py does when a batch raises outside any message
-            self.pipeline.forget({record.partition for record in batch})
+            self.pipeline.forget(self.pipeline.adopted() | {record.partition for record in batch})
             return
         self._store(result)
         if fault == "restart":

@@ -32,6 +32,7 @@ def pipeline() -> Pipeline:
         lateness_us=0,
         max_future_skew_us=3600 * 10**6,
         max_event_bytes=4096,
+        cached_states=16,
     )
 
 
@@ -257,3 +258,22 @@ def test_an_adopted_customer_keeps_the_schedule_it_was_stored_with_unless_the_po
     assert c_evaluated_at(us(1.2), 2) is policy_changed
     if not policy_changed:
         assert c_evaluated_at(due + 1000, 3)
+
+
+def test_decoded_states_are_reused_between_batches_and_dropped_with_their_partition() -> None:
+    tables, scorer = DictTables(), pipeline()
+    first = scorer.process([Record("orders", 0, 0, b"c1", order("c1", 0))], tables, us(2))
+    tables.store(first)
+    kept, stored = first.states["c1"][1], tables.states["c1"]
+    tables.states["c1"] = b"not read while the decoded state is kept"
+    second = scorer.process([Record("orders", 0, 1, b"c1", order("c1", 1))], tables, us(2))
+    assert second.states["c1"][1] is kept and kept.kpis(us(2), scorer.window, (1, 1, 1, 1)).order_count == 2
+    # A batch that failed after the pipeline (streams/app.py): nothing of it was stored, so the
+    # partition is forgotten, decoded states with it, and its input is read again from the store.
+    tables.states["c1"] = stored
+    failed = scorer.process([Record("orders", 0, 2, b"c1", order("c1", 2))], tables, us(2))
+    assert failed.outcomes == {("orders", "accepted"): 1}
+    scorer.forget(scorer.adopted())
+    again = scorer.process([Record("orders", 0, 1, b"c1", order("c1", 1))], tables, us(2))
+    assert again.outcomes == {("orders", "accepted"): 1}  # not a duplicate: read from the store
+    assert again.states["c1"][1] is not kept
