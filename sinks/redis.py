@@ -62,9 +62,13 @@ class RedisSnapshotSink:
         return self._failures == 0
 
     async def setup(self) -> None:
+        """Check that Redis answers; the answer also decides ``healthy`` while nothing waits."""
         try:
             await self._client.ping()
+            if not self.waiting:
+                self._failures = 0
         except (RedisError, OSError) as error:
+            self._failures = max(self._failures, 1)
             raise SinkUnavailable(
                 f"Redis at {self.url} does not answer ({error}); start it with 'deploy/dev run' "
                 "or set TIERPULSE_REDIS_URL"

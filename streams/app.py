@@ -168,6 +168,11 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         # did not help). Input partitions fetch this much only when they have a backlog.
         consumer_max_fetch_size=8 * 1024 * 1024,
         logging_config=None,
+        # Faust's debug pages show every table's keys and the partition layout: off unless asked.
+        web_router_enabled=settings.debug_pages,
+        web_tables_enabled=settings.debug_pages,
+        web_graph_enabled=settings.debug_pages,
+        web_stats_enabled=settings.debug_pages,
     )
 
     def raw(*names: str) -> Any:
@@ -319,6 +324,8 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         for partition in owned:
             await sweep_topic.send(key=None, value=b"", partition=partition)
         outputs.update_lag()
+        if not redis_sink.healthy:  # with nothing to write, only a probe sees it come back
+            await check_sinks()
         await refill_redis(owned)
 
     async def refill_redis(owned: list[int]) -> None:
@@ -398,6 +405,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             await redis_sink.setup()
         except SinkUnavailable as error:  # keep scoring; snapshots wait and are retried
             log.warning("sink=redis state=down reason=%s", error)
+        metrics.sink_up.labels("redis").set(1 if redis_sink.healthy else 0)
 
     _add_web_views(app, settings, policy, customers, metrics, redis_sink)
     return app
@@ -554,21 +562,31 @@ def _add_web_views(
         except SinkUnavailable as error:
             return web.json({"error": str(error)}, status=503)
 
+    def health() -> dict[str, object]:
+        return {
+            "redis": _sink_state(redis_sink),
+            "redis_waiting": redis_sink.waiting,
+            "rebalancing": bool(app.rebalancing),
+            "policy_version": policy.version,
+        }
+
     @app.page("/healthz")
     async def healthz(web: View, request: Request) -> Response:
-        return web.json(
-            {
-                "status": "ok",
-                "redis": "off"
-                if isinstance(redis_sink, NoSnapshots)
-                else "up"
-                if redis_sink.healthy
-                else "down",
-                "redis_waiting": redis_sink.waiting,
-                "policy_version": policy.version,
-            }
-        )
+        """Liveness: the process serves requests (a restart would not bring Redis back)."""
+        return web.json({"status": "ok", **health()})
+
+    @app.page("/readyz")
+    async def readyz(web: View, request: Request) -> Response:
+        """Readiness: 503 while Redis (when configured) is down or a rebalance is under way,
+        so that a probe takes the worker out of a load balancer then."""
+        state = health()
+        ready = state["redis"] != "down" and not state["rebalancing"]
+        return web.json({"status": "ready" if ready else "not ready", **state}, status=200 if ready else 503)
 
     @app.page("/metrics")
     async def prometheus(web: View, request: Request) -> Response:
         return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def _sink_state(sink: SnapshotSink) -> str:
+    return "off" if isinstance(sink, NoSnapshots) else "up" if sink.healthy else "down"

@@ -74,11 +74,8 @@ def test_kubernetes_manifests_are_consistent() -> None:
     port = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert port["http"] == int(documents["ConfigMap"]["data"]["TIERPULSE_WEB_PORT"]) == Settings().web_port
     assert documents["Service"]["spec"]["ports"][0]["targetPort"] == "http"
-    assert (
-        container["readinessProbe"]["httpGet"]["path"]
-        == container["livenessProbe"]["httpGet"]["path"]
-        == "/healthz"
-    )
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert documents["ConfigMap"]["data"]["TIERPULSE_DATA_DIR"] in mounts
     assert Path(documents["ConfigMap"]["data"]["TIERPULSE_POLICY_PATH"]).parent.as_posix() in mounts
