@@ -90,6 +90,7 @@ class ScorerRun:
             "TIERPULSE_SESSION_TIMEOUT_SECONDS": "6",
             "TIERPULSE_STALL_SECONDS": "8",
             "TIERPULSE_LOG_LEVEL": "info",
+            "TIERPULSE_DEBUG_PAGES": "true",  # settled() reads Faust's /router/ page
             **{f"TIERPULSE_TOPICS__{t.upper()}": self.topic(t) for t in TOPIC_KINDS},
             **self.extra_env,
         }

@@ -39,6 +39,7 @@ def test_customer_pages_ask_for_the_token_and_the_probes_do_not(scorer: ScorerRu
 
 def test_the_readiness_probe_fails_while_redis_is_down_and_liveness_holds(scorer: ScorerRun) -> None:
     scorer.extra_env["TIERPULSE_REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there
+    scorer.extra_env["TIERPULSE_DEBUG_PAGES"] = "false"  # the default (the harness turns them on)
     _, port = scorer.start_worker()
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: status(f"{base}/readyz") == 503, 60, "/readyz to say not ready", scorer.logs)
