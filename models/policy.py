@@ -132,6 +132,14 @@ class Policy:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
+    def segment_named(self, name: str) -> SegmentPolicy:
+        """One segment as it scores: the default segment with that one overlay applied."""
+        overlays = () if name == self.default_segment else (name,)
+        resolved = self._resolved.get(overlays)
+        if resolved is None:
+            resolved = self._resolved[overlays] = _resolve(self, list(overlays))
+        return resolved
+
     def segment_for(self, profile: Mapping[str, str] | None) -> SegmentPolicy:
         """The effective segment policy for a customer profile (None: never seen)."""
         overlays = tuple(

@@ -1,7 +1,7 @@
-"""``tierpulse``: worker, demo, follow, schemas.
+"""``tierpulse``: worker, demo, follow, schemas, policy check.
 
-Every refusal a person can act on (bad policy, Kafka down, topics that do not
-fit) is printed as one line (or the list of policy problems) with exit code 2,
+Every refusal a person can act on (a bad setting, a bad policy, Kafka down,
+topics that do not fit) is printed as one line per problem with exit code 2,
 never a traceback.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import random
@@ -17,8 +18,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from models.events import Topic
-from models.policy import PolicyError, load_policy
+from models.policy import Policy, PolicyError, load_policy
 from models.schemas import input_schemas
 from streams import demo
 from streams.settings import Settings
@@ -27,6 +31,7 @@ from streams.topics import TopicLayoutError, bootstrap_servers, ensure_topics
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierpulse", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"tierpulse {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("worker", help="run one scorer worker (Faust)")
     demo_cmd = commands.add_parser("demo", help="produce a realistic event stream")
@@ -36,20 +41,36 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--seed", type=int, default=7)
     follow = commands.add_parser("follow", help="print tier changes and alerts as they happen")
     follow.add_argument("--seconds", type=float, default=float("inf"))
+    follow.add_argument("--from-beginning", action="store_true", help="read the topics from their start")
+    follow.add_argument("--customer", help="only this customer's changes and alerts")
+    follow.add_argument("--json", action="store_true", help="one JSON message per line, as sent")
     commands.add_parser("schemas", help="write the input JSON Schemas to deploy/schemas")
+    policy_cmd = commands.add_parser("policy", help="policy files")
+    policy_commands = policy_cmd.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser(
+        "check", help="validate a policy file as the worker does and summarise it (exit 2: invalid)"
+    )
+    check.add_argument("file", type=Path)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command != "worker":  # the client chatter of aiokafka is noise in a terminal tool
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    settings = Settings()
+    if args.command == "policy":
+        return _check_policy(args.file)
+    try:
+        settings = Settings()
+    except (ValidationError, SettingsError) as error:
+        for line in _setting_problems(error):
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     try:
         if args.command == "worker":
             return _worker(settings)
         if args.command == "demo":
             asyncio.run(_demo(settings, args.customers, args.backfill_days, args.live_seconds, args.seed))
         elif args.command == "follow":
-            asyncio.run(_follow(settings, args.seconds))
+            asyncio.run(_follow(settings, args.seconds, args.from_beginning, args.customer, args.json))
         elif args.command == "schemas":
             for name, text in input_schemas().items():
                 Path("deploy/schemas", name).write_text(text, encoding="utf-8")
@@ -111,7 +132,87 @@ async def _demo(settings: Settings, count: int, backfill_days: float, live_secon
         await producer.stop()
 
 
-async def _follow(settings: Settings, seconds: float) -> None:
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tierpulse")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
+
+
+def _setting_problems(error: ValidationError | SettingsError) -> list[str]:
+    """One line per problem, naming the environment variable."""
+    if isinstance(error, SettingsError):  # a list or object that is not JSON
+        return [f'{error} (lists and objects are JSON, e.g. TIERPULSE_WATCH_LIST=\'["c1", "c2"]\')']
+    lines = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        if not problem["loc"]:  # a rule across settings: its message names them
+            lines.append(message)
+            continue
+        variable = "TIERPULSE_" + "__".join(str(part).upper() for part in problem["loc"])
+        lines.append(f"{variable}={problem.get('input')!r}: {message}")
+    return lines
+
+
+def _check_policy(path: Path) -> int:
+    try:
+        policy = load_policy(path)
+    except PolicyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot read the policy {path}: {error.strerror}", file=sys.stderr)
+        return 2
+    print("\n".join(describe_policy(policy, path)))
+    return 0
+
+
+def describe_policy(policy: Policy, path: Path) -> list[str]:
+    """What a policy does, in a few lines a reviewer can read."""
+    lines = [
+        f"policy {policy.version} ({path}): valid",
+        f"tiers, best first: {', '.join(policy.tiers)}; default segment: {policy.default_segment}",
+    ]
+    for name in policy.segments:
+        segment = policy.segment_named(name)
+        weights = ", ".join(f"{kpi} {weight:g}" for kpi, weight, _, _ in segment.scored)
+        minimums = ", ".join(f"{tier} {minimum:g}" for tier, minimum in segment.tier_minimums)
+        sla = ", ".join(f"P{i + 1} {us / 60_000_000:g} min" for i, us in enumerate(segment.sla_us))
+        lines += [
+            f"segment {name}:",
+            f"  weights: {weights}",
+            f"  tier minimums: {minimums}; hysteresis {segment.hysteresis:g}; "
+            f"warm-up {segment.warmup_us / 86_400_000_000:g} days",
+            f"  SLA: {sla}",
+        ]
+    for rule in policy.alerts:
+        if rule.kpi is not None:
+            bounds = [
+                f"{side} {bound:g}"
+                for side, bound in (("below", rule.kpi.below), ("above", rule.kpi.above))
+                if bound is not None
+            ]
+            what = f"{rule.kpi.name} {' or '.join(bounds)}"
+        else:
+            assert rule.ticket is not None
+            ticket = rule.ticket
+            what = f"a {ticket.priority} ticket {ticket.minutes_before_deadline:g} min before its SLA"
+        scope = (f"; tiers {', '.join(rule.tiers)}" if rule.tiers else "") + (
+            f"; segments {', '.join(rule.segments)}" if rule.segments else ""
+        )
+        lines.append(f"alert {rule.name} ({rule.severity}): {what}{scope}")
+    return lines
+
+
+def weakest(reasons: list[dict[str, float]], count: int = 2) -> list[dict[str, float]]:
+    """The KPIs that cost the score most: by points lost, weight × (100 − score); a KPI that
+    scores 100 costs nothing, whatever its weight."""
+    return sorted(reasons, key=lambda r: -r["weight"] * (100 - r["score"]))[:count]
+
+
+async def _follow(
+    settings: Settings, seconds: float, from_beginning: bool, customer: str | None, as_json: bool
+) -> None:
     from aiokafka import AIOKafkaConsumer
 
     names = settings.topics
@@ -119,7 +220,7 @@ async def _follow(settings: Settings, seconds: float) -> None:
         names.tier_changes,
         names.alerts,
         bootstrap_servers=bootstrap_servers(settings),
-        auto_offset_reset="latest",
+        auto_offset_reset="earliest" if from_beginning else "latest",
     )
     await consumer.start()
     ends = time.monotonic() + seconds
@@ -128,13 +229,16 @@ async def _follow(settings: Settings, seconds: float) -> None:
             batch = await consumer.getmany(timeout_ms=500)
             for message in (m for messages in batch.values() for m in messages):
                 body = json.loads(message.value)
-                if message.topic == names.tier_changes:
-                    top = sorted(body["reasons"], key=lambda r: r["contribution"])[:2]
-                    weakest = ", ".join(f"{r['kpi']}={r['value']:.3g}" for r in top)
+                if customer is not None and body.get("customer_id") != customer:
+                    continue
+                if as_json:
+                    print(json.dumps(body, ensure_ascii=False), flush=True)
+                elif message.topic == names.tier_changes:
+                    costly = ", ".join(f"{r['kpi']}={r['value']:.3g}" for r in weakest(body["reasons"]))
                     print(
                         f"TIER  {body['customer_id']:<12} {body['previous_tier']:>9} -> {body['new_tier']:<9}"
                         " "
-                        f"score {body['score']:5.1f}  [{body['segment']}] weakest: {weakest}",
+                        f"score {body['score']:5.1f}  [{body['segment']}] weakest: {costly}",
                         flush=True,
                     )
                 else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.event_time import MICROS_PER_SECOND, Window
@@ -97,10 +97,18 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
+    @model_validator(mode="after")
+    def _window_of_whole_buckets(self) -> Settings:
+        # Checked here, not when the app first asks: a worker must refuse before touching Kafka.
+        if self.window_seconds % self.bucket_seconds:
+            raise ValueError(
+                f"TIERPULSE_WINDOW_SECONDS ({self.window_seconds}) must be a whole number of "
+                f"TIERPULSE_BUCKET_SECONDS ({self.bucket_seconds})"
+            )
+        return self
+
     @property
     def window(self) -> Window:
-        if self.window_seconds % self.bucket_seconds:
-            raise ValueError("window_seconds must be a whole number of buckets")
         return Window(self.bucket_seconds * MICROS_PER_SECOND, self.window_seconds // self.bucket_seconds)
 
     @property
