@@ -129,8 +129,10 @@ class ScorerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=registry,
         )
-        self.sweep_evaluations = Counter(
-            "tierpulse_sweep_evaluations", "Customers re-evaluated by the sweep", registry=registry
+        self.state_cache = Gauge(
+            "tierpulse_state_cache_customers",
+            "Decoded customer states kept in memory between batches (bound: TIERPULSE_STATE_CACHE_CUSTOMERS)",
+            registry=registry,
         )
         self.sink_errors = Counter(
             "tierpulse_sink_errors", "Failed sink flushes", ["sink"], registry=registry

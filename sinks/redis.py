@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -41,7 +42,7 @@ class RedisSnapshotSink:
     ) -> None:
         """``snapshot_prefix``: the snapshots' own prefix where a deployment set one before 0.4."""
         self.name = "redis"
-        self.url = url
+        self.url = _without_password(url)  # for messages: the URL may carry a password
         self.key_prefix, self.history_prefix = snapshot_prefix or prefix + "customer:", prefix + "history:"
         self.marker_prefix = prefix + "partition:"
         self._client = aioredis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
@@ -181,3 +182,13 @@ class NoSnapshots:
 
 
 SnapshotSink = RedisSnapshotSink | NoSnapshots
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))

@@ -53,6 +53,7 @@ from sinks.base import SinkUnavailable
 from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
 from sinks.redis import NoSnapshots, RedisSnapshotSink, SnapshotSink
+from streams.logs import limit_repeats
 from streams.offsets import InputOffsets
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
@@ -400,6 +401,10 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         outputs.update_population()
 
     @app.task
+    async def limit_log_repeats() -> None:
+        limit_repeats(60.0)  # here: the worker has set up its log handlers by now
+
+    @app.task
     async def check_sinks() -> None:
         try:
             await redis_sink.setup()
@@ -477,6 +482,7 @@ class _Outputs:
         for evaluation in result.evaluations:
             self.metrics.observe(evaluation)
         self.metrics.count_outcomes(result.outcomes, result.internal_errors)
+        self.metrics.state_cache.set(self.pipeline.cached())
         if result.population_changed:
             self.update_population()
 

@@ -165,6 +165,10 @@ class Pipeline:
         """Customers by (tier, segment), per partition held (the tier gauge)."""
         return {partition: held.population for partition, held in self._held.items()}
 
+    def cached(self) -> int:
+        """Decoded states kept between batches, over the partitions held."""
+        return sum(len(held.states) for held in self._held.values())
+
     def as_of(self, partition: int) -> int | None:
         """The partition's watermark T (models/event_time.py), the allowed lateness taken off."""
         held = self._held.get(partition)

@@ -274,6 +274,10 @@ def test_decoded_states_are_reused_between_batches_and_dropped_with_their_partit
     failed = scorer.process([Record("orders", 0, 2, b"c1", order("c1", 2))], tables, us(2))
     assert failed.outcomes == {("orders", "accepted"): 1}
     scorer.forget(scorer.adopted())
+    assert scorer.cached() == 0
     again = scorer.process([Record("orders", 0, 1, b"c1", order("c1", 1))], tables, us(2))
     assert again.outcomes == {("orders", "accepted"): 1}  # not a duplicate: read from the store
     assert again.states["c1"][1] is not kept
+    many = [Record("orders", 0, 2 + n, f"m{n}".encode(), order(f"m{n}", n)) for n in range(40)]
+    scorer.process(many, tables, us(2))
+    assert scorer.cached() == 16  # the bound (cached_states), the most recent kept
