@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.kafka_security import LISTENER, SecuredListener, SecurityMaterialError, secured_listener
+
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_NAMES = ("kafka", "redis", "prometheus")
 
@@ -48,6 +50,7 @@ class Layout:
     kafka_version: str
     kafka_port: int
     kafka_controller_port: int
+    kafka_secured_port: int  # SASL_SSL with a SCRAM user (deploy/kafka_security.py)
     redis_port: int
     prometheus_port: int
     scrape_interval: str
@@ -61,6 +64,7 @@ class Layout:
             kafka_version=env("TIERPULSE_KAFKA_VERSION", "4.4.0"),
             kafka_port=int(env("TIERPULSE_KAFKA_PORT", "19092")),
             kafka_controller_port=int(env("TIERPULSE_KAFKA_CONTROLLER_PORT", "19093")),
+            kafka_secured_port=int(env("TIERPULSE_KAFKA_SECURED_PORT", "19094")),
             redis_port=int(env("TIERPULSE_REDIS_PORT", "16379")),
             prometheus_port=int(env("TIERPULSE_PROMETHEUS_PORT", "19090")),
             scrape_interval=env("TIERPULSE_PROMETHEUS_SCRAPE_INTERVAL", "2s"),
@@ -255,17 +259,23 @@ def _check_port_free(name: str, port: int, env_var: str) -> None:
         )
 
 
-def _kafka_properties(layout: Layout, data: Path) -> Path:
+def secured_kafka(layout: Layout) -> SecuredListener:
+    """The dev Kafka's SASL_SSL listener: port, CA file and SCRAM user."""
+    return secured_listener(layout.service_dir("kafka"), layout.kafka_secured_port)
+
+
+def _kafka_properties(layout: Layout, data: Path, secured: SecuredListener) -> Path:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{layout.kafka_controller_port}",
         "listeners": f"PLAINTEXT://127.0.0.1:{layout.kafka_port},"
-        f"CONTROLLER://127.0.0.1:{layout.kafka_controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{layout.kafka_port}",
+        f"CONTROLLER://127.0.0.1:{layout.kafka_controller_port},{LISTENER}://{secured.bootstrap}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{layout.kafka_port},{LISTENER}://{secured.bootstrap}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{LISTENER}:SASL_SSL",
+        **secured.broker_properties(),
         "log.dirs": str(data / "data"),
         "num.partitions": "4",
         "auto.create.topics.enable": "true",
@@ -293,10 +303,21 @@ def start_kafka(layout: Layout) -> None:
     java = _require_binary("java", "openjdk-17-jre-headless")
     _check_port_free("kafka", layout.kafka_port, "TIERPULSE_KAFKA_PORT")
     _check_port_free("kafka controller", layout.kafka_controller_port, "TIERPULSE_KAFKA_CONTROLLER_PORT")
+    _check_port_free("kafka (SASL_SSL)", layout.kafka_secured_port, "TIERPULSE_KAFKA_SECURED_PORT")
     libs = kafka_libs(layout)
     data = layout.service_dir("kafka")
-    props = _kafka_properties(layout, data)
+    try:
+        secured = secured_kafka(layout)
+    except SecurityMaterialError as error:
+        raise ServiceError(f"kafka's TLS material: {error}") from None
+    props = _kafka_properties(layout, data, secured)
     classpath = f"{libs}/*"
+    scram_user = data / "data" / "scram-user"  # the format below created the SCRAM user
+    if (data / "data" / "meta.properties").exists() and not scram_user.exists():
+        raise ServiceError(
+            f"the dev Kafka in {data} was formatted before it had a SCRAM user (0.5): delete that "
+            "directory (its topics go with it) and start again"
+        )
     if not (data / "data" / "meta.properties").exists():
         cluster_id = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
@@ -305,12 +326,16 @@ def start_kafka(layout: Layout) -> None:
             check=False,
         ).stdout.strip() or str(uuid.uuid4())
         fmt = subprocess.run(
-            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            [
+                *(java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id),
+                *("-c", str(props), *secured.format_arguments()),
+            ],
             capture_output=True,
             text=True,
         )
         if fmt.returncode != 0:
             raise ServiceError(f"kafka storage format failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
+        scram_user.write_text(secured.username)
     logging_conf = (
         ["-Dlog4j2.configurationFile=" + str(REPO / "deploy/kafka/log4j2.properties")]
         if layout.kafka_version.split(".")[0] != "3"

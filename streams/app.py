@@ -57,6 +57,7 @@ from streams.logs import limit_repeats
 from streams.offsets import InputOffsets
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
+from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.topics import TABLES
 
@@ -150,7 +151,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
-        broker_credentials=_credentials(settings),
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -505,23 +506,6 @@ class _Outputs:
 
 
 _LOGGED = ("previous_tier", "new_tier", "score", "rule", "state", "value", "as_of")
-
-
-def _credentials(settings: Settings) -> Any:
-    if settings.broker_sasl_mechanism is None:
-        return None
-    password = settings.broker_password.get_secret_value() if settings.broker_password else ""
-    ssl_context = None
-    if settings.broker_ssl_cafile is not None:
-        import ssl
-
-        ssl_context = ssl.create_default_context(cafile=str(settings.broker_ssl_cafile))
-    return faust.SASLCredentials(
-        username=settings.broker_username or "",
-        password=password,
-        mechanism=settings.broker_sasl_mechanism,
-        ssl_context=ssl_context,
-    )
 
 
 def _add_web_views(

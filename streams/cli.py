@@ -25,6 +25,7 @@ from models.events import Topic
 from models.policy import Policy, PolicyError, load_policy
 from models.schemas import input_schemas
 from streams import demo
+from streams.security import aiokafka_options
 from streams.settings import Settings
 from streams.topics import TopicLayoutError, bootstrap_servers, ensure_topics
 
@@ -111,7 +112,9 @@ async def _demo(settings: Settings, count: int, backfill_days: float, live_secon
     people = demo.customers(count, seed)
     now = datetime.now(UTC)
     backlog = list(demo.history(people, now - timedelta(days=backfill_days), now, seed=seed, messy=True))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), linger_ms=20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings), linger_ms=20, **aiokafka_options(settings)
+    )
     await producer.start()
     try:
         for message in tqdm(backlog, desc="demo backfill", unit="event"):
@@ -221,6 +224,7 @@ async def _follow(
         names.alerts,
         bootstrap_servers=bootstrap_servers(settings),
         auto_offset_reset="earliest" if from_beginning else "latest",
+        **aiokafka_options(settings),
     )
     await consumer.start()
     ends = time.monotonic() + seconds

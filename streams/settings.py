@@ -7,6 +7,7 @@ environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,10 +48,14 @@ class Settings(BaseSettings):
 
     app_id: str = "tierpulse"
     broker: str = "kafka://127.0.0.1:19092"
-    broker_sasl_mechanism: str | None = None  # e.g. PLAIN, SCRAM-SHA-256
+    # Kafka security (streams/security.py): the protocol follows from what is set unless given.
+    broker_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    broker_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     broker_username: str | None = None
     broker_password: SecretStr | None = None
-    broker_ssl_cafile: Path | None = None
+    broker_ssl_cafile: Path | None = None  # the CA that signed the broker's certificate
+    broker_ssl_certfile: Path | None = None  # a client certificate, for mutual TLS
+    broker_ssl_keyfile: Path | None = None  # its private key (when not in the certificate file)
     topics: TopicNames = TopicNames()
     partitions: int = Field(4, ge=1, description="partitions of every input and internal topic")
 

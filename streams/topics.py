@@ -17,6 +17,7 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from streams.security import aiokafka_options, security_protocol
 from streams.settings import Settings
 
 TABLES = ("customer-state", "partition-progress")
@@ -36,13 +37,16 @@ async def ensure_topics(settings: Settings) -> list[str]:
     copartitioned = [*names.input_kinds(), names.rekeyed, names.sweep]
     outputs = [names.tier_changes, names.alerts, names.dead_letters]
     changelogs = [f"{settings.app_id}-{table}-changelog" for table in TABLES]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000, **aiokafka_options(settings)
+    )
     try:
         await admin.start()
     except KafkaError as error:
         raise TopicLayoutError(
-            f"Kafka at {settings.broker} does not answer ({type(error).__name__}); start it with "
-            "'deploy/dev run' or set TIERPULSE_BROKER"
+            f"Kafka at {settings.broker} does not answer, or refuses this client "
+            f"({type(error).__name__}, security {security_protocol(settings)}): start it with "
+            "'deploy/dev run', or check TIERPULSE_BROKER and the TIERPULSE_BROKER_* security settings"
         ) from None
     try:
         existing = {t: len(parts) for t, parts in (await _describe(admin)).items()}
