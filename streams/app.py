@@ -352,7 +352,11 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         except SinkUnavailable as error:  # the batches' flushes say so already; try next tick
             log.debug("sink=redis refill waits: %s", error)
             return
-        log.warning("sink=redis had no data for partitions=%s: refilled %d snapshots", sorted(lost), refilled)
+        # Nothing to refill is a new deployment's first marking, not a loss worth a warning.
+        level = logging.WARNING if refilled else logging.INFO
+        log.log(
+            level, "sink=redis had no data for partitions=%s: refilled %d snapshots", sorted(lost), refilled
+        )
 
     @app.timer(interval=0.1)
     async def carry_on() -> None:

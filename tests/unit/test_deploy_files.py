@@ -41,6 +41,7 @@ def test_every_variable_the_deploy_files_set_is_a_setting() -> None:
         "TIERPULSE_RUN_SECONDS",
         "TIERPULSE_KAFKA_PORT",
         "TIERPULSE_KAFKA_CONTROLLER_PORT",
+        "TIERPULSE_KAFKA_SECURED_PORT",
         "TIERPULSE_REDIS_PORT",
         "TIERPULSE_PROMETHEUS_PORT",
         "TIERPULSE_TOPICS__",
