@@ -269,16 +269,28 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             input_offsets.produced(delivered.topic, delivered.partition, delivered.offset)
         store(result.states.items(), current)
         await _watched("the changelog", _flush_until_acked(app.producer))
-        for partition, reached in result.progress.items():
-            with current.of(partition):
-                progress[str(partition).encode()] = reached.to_bytes()
-        await _watched("the changelog", _flush_until_acked(app.producer))
+        redis_behind = redis_sink.waiting > 0 or not redis_sink.healthy
+        await store_progress(result.progress, current, redis_behind)
         await rewind(result)
         emitted_at = to_rfc3339(time.time_ns() // 1000)
         await _watched("redis", outputs.send_snapshots(result, emitted_at))
+        if (redis_sink.waiting > 0 or not redis_sink.healthy) and not redis_behind:
+            # Snapshots wait for Redis from now on: say so in every partition's progress at once,
+            # so that a worker that takes a partition over after this one died writes them all.
+            held = {partition: pipeline.progress_of(partition) for partition in pipeline.adopted()}
+            await store_progress(held, current, True)
         delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result, emitted_at))
         store(((cid, result.states[cid]) for cid in delivered), current)
         outputs.observe(result)
+
+    async def store_progress(
+        reached: dict[int, PartitionProgress], current: _CurrentEvents, redis_behind: bool
+    ) -> None:
+        for partition, progress_now in reached.items():
+            progress_now.redis_behind |= redis_behind
+            with current.of(partition):
+                progress[str(partition).encode()] = progress_now.to_bytes()
+        await _watched("the changelog", _flush_until_acked(app.producer))
 
     def store(states: Iterable[tuple[str, tuple[int, CustomerState]]], current: _CurrentEvents) -> None:
         for customer_id, (partition, state) in states:
@@ -335,7 +347,8 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         snapshot of the partitions owned here again, from their stored states: the CRM must not
         read nothing until each customer happens to change. A partition marker tells."""
         try:
-            lost = set(await redis_sink.lost(sorted(owned)))
+            # Lost by Redis (no marker), or waiting for it when a worker that held them died.
+            lost = set(await redis_sink.lost(sorted(owned))) | (pipeline.redis_behind() & set(owned))
             if not lost:
                 return
             refilled = 0
@@ -349,6 +362,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             if redis_sink.waiting:
                 return  # not all written (Redis backs off): the next tick walks again
             await redis_sink.mark(sorted(lost))
+            pipeline.redis_refilled(lost)
         except SinkUnavailable as error:  # the batches' flushes say so already; try next tick
             log.debug("sink=redis refill waits: %s", error)
             return

@@ -118,6 +118,9 @@ class _Held:
     # event that came first; None once the walk has covered the partition.
     scanned: set[str] | None = field(default_factory=set)
     population: Tally[tuple[str, str]] = field(default_factory=Tally)  # (tier, segment) -> customers
+    # Its stored progress said Redis may lack some of its snapshots (PartitionProgress): they are
+    # all written again (streams/app.py, refill_redis), and until then every progress says so too.
+    redis_behind: bool = False
     # Decoded states of the customers seen last, as stored (models/state.py): a busy customer is
     # neither read nor decoded again, and keeps its running KPI totals (models/kpi_index.py).
     states: OrderedDict[str, CustomerState] = field(default_factory=OrderedDict)
@@ -164,6 +167,23 @@ class Pipeline:
     def population(self) -> dict[int, Tally[tuple[str, str]]]:
         """Customers by (tier, segment), per partition held (the tier gauge)."""
         return {partition: held.population for partition, held in self._held.items()}
+
+    def redis_behind(self) -> set[int]:
+        """The partitions held whose snapshots must all be written to Redis again."""
+        return {partition for partition, held in self._held.items() if held.redis_behind}
+
+    def redis_refilled(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            if partition in self._held:
+                self._held[partition].redis_behind = False
+
+    def progress_of(self, partition: int) -> PartitionProgress:
+        """What a held partition has reached now, as it is stored."""
+        held = self._held[partition]
+        clock = held.clock
+        return PartitionProgress(
+            self._positions.of_partition(partition), dict(clock.frontiers), clock.watermark, held.redis_behind
+        )
 
     def cached(self) -> int:
         """Decoded states kept between batches, over the partitions held."""
@@ -261,10 +281,7 @@ class Pipeline:
             self._input_at_us = now_us
         self._keep_decoded(touched, result)
         for partition in progressed | clocked:
-            clock = self._held[partition].clock
-            result.progress[partition] = PartitionProgress(
-                self._positions.of_partition(partition), dict(clock.frontiers), clock.watermark
-            )
+            result.progress[partition] = self.progress_of(partition)
         return result
 
     def _advance(self, partition: int, offsets: Mapping[TopicPartition, range]) -> bool:
@@ -537,7 +554,7 @@ class Pipeline:
         if reached is not None:
             clock.frontiers, clock.watermark = dict(reached.frontiers), reached.watermark
             self._positions.adopt(partition, reached.next_offsets)
-        self._held[partition] = _Held(clock)
+        self._held[partition] = _Held(clock, redis_behind=reached is not None and reached.redis_behind)
         self._walk = None
 
     def _scan(self, tables: StateTables, result: BatchResult, budget: int) -> None:

@@ -44,9 +44,14 @@ class PartitionProgress:
     next_offsets: dict[str, int] = field(default_factory=dict)  # input topic -> next offset
     frontiers: dict[str, int] = field(default_factory=dict)  # input topic -> largest occurred_at
     watermark: int | None = None
+    # Snapshots of this partition may be missing from Redis (they waited for it when this was
+    # written): whoever holds the partition next writes them all again from the stored states.
+    redis_behind: bool = False
 
     def to_bytes(self) -> bytes:
         stored = {"next": self.next_offsets, "frontiers": self.frontiers, "watermark": self.watermark}
+        if self.redis_behind:
+            stored["redis_behind"] = True
         return json.dumps(stored, sort_keys=True).encode()
 
     @classmethod
@@ -58,6 +63,7 @@ class PartitionProgress:
             {str(t): int(n) for t, n in decoded["next"].items()},
             {str(t): int(f) for t, f in decoded.get("frontiers", {}).items()},
             None if watermark is None else int(watermark),
+            bool(decoded.get("redis_behind", False)),
         )
 
 

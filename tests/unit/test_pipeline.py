@@ -14,6 +14,7 @@ from models.event_time import MICROS_PER_DAY, Window
 from models.events import Topic
 from models.policy import load_policy
 from streams.pipeline import KIND_HEADER, ORIGIN_HEADER, BatchResult, Pipeline, Record, Routing
+from streams.positions import PartitionProgress
 from tests.unit.builders import DictTables, at, us
 
 KINDS = {
@@ -281,3 +282,15 @@ def test_decoded_states_are_reused_between_batches_and_dropped_with_their_partit
     many = [Record("orders", 0, 2 + n, f"m{n}".encode(), order(f"m{n}", n)) for n in range(40)]
     scorer.process(many, tables, us(2))
     assert scorer.cached() == 16  # the bound (cached_states), the most recent kept
+
+
+def test_a_partition_whose_progress_says_redis_is_behind_stays_so_until_refilled() -> None:
+    tables, scorer = DictTables(), pipeline()
+    tables.reached[0] = PartitionProgress({"orders": 0}, {}, None, redis_behind=True)
+    assert PartitionProgress.from_bytes(tables.reached[0].to_bytes()).redis_behind
+    first = scorer.process([Record("orders", 0, 0, b"c1", order("c1", 0))], tables, us(2))
+    assert scorer.redis_behind() == {0} and first.progress[0].redis_behind  # a crash now: still said
+    scorer.redis_refilled({0})
+    second = scorer.process([Record("orders", 0, 1, b"c1", order("c1", 1))], tables, us(2))
+    assert scorer.redis_behind() == set() and not second.progress[0].redis_behind
+    assert not PartitionProgress.from_bytes(second.progress[0].to_bytes()).redis_behind
