@@ -71,8 +71,8 @@ class RedisSnapshotSink:
         except (RedisError, OSError) as error:
             self._failures = max(self._failures, 1)
             raise SinkUnavailable(
-                f"Redis at {self.url} does not answer ({error}); start it with 'deploy/dev run' "
-                "or set TIERPULSE_REDIS_URL"
+                f"Redis at {self.url} does not answer or refuses this client ({error}); start it with "
+                "'deploy/dev run', or check TIERPULSE_REDIS_URL (user, password, rediss:// for TLS)"
             ) from None
 
     def add(self, item: Snapshot) -> None:
