@@ -32,9 +32,13 @@ class KafkaTopicSink:
     async def setup(self) -> None:
         """The broker connection is the app's; nothing to check separately."""
 
-    def add(self, item: tuple[str | None, Mapping[str, object] | bytes]) -> None:
+    def add(
+        self,
+        item: tuple[str | None, Mapping[str, object] | bytes],
+        headers: Mapping[str, bytes] | None = None,
+    ) -> None:
         key, value = item
-        self.add_raw(key.encode("utf-8") if key is not None else None, _encode(value), None)
+        self.add_raw(key.encode("utf-8") if key is not None else None, _encode(value), headers)
 
     def add_raw(self, key: bytes | None, value: bytes, headers: Mapping[str, bytes] | None) -> None:
         self._pending.append((key, value, headers))

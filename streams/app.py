@@ -45,7 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from models.codec import StoredStateError
 from models.evaluation import current_snapshot
 from models.event_time import MICROS_PER_SECOND, to_rfc3339
-from models.outputs import TIER_CHANGES
+from models.outputs import SCHEMA_VERSION, TIER_CHANGES
 from models.policy import Policy
 from models.state import CustomerState
 from models.tiering import UNRATED
@@ -446,6 +446,12 @@ class _Outputs:
         pipeline: Pipeline,
     ) -> None:
         self.sinks, self.redis, self.metrics, self.pipeline = sinks, redis, metrics, pipeline
+        # What a consumer needs to read a message before parsing it (README, Outputs).
+        self.headers = {
+            "content-type": b"application/json",
+            "tierpulse-schema-version": SCHEMA_VERSION.encode(),
+            "tierpulse-policy-version": pipeline.policy.version.encode(),
+        }
 
     async def send_input_side(self, result: BatchResult) -> list[Any]:
         """Dead letters and re-keyed input: delivered before the batch's offsets can commit.
@@ -453,7 +459,7 @@ class _Outputs:
         received = to_rfc3339(time.time_ns() // 1000)
         for key, letter in result.dead_letters:
             body = json.dumps({**letter, "dead_lettered_at": received}, ensure_ascii=False).encode()
-            self.sinks["dead_letters"].add_raw(key, body, None)
+            self.sinks["dead_letters"].add_raw(key, body, self.headers)
             self.metrics.dead_letters.labels(letter["topic"]).inc()
         for key, value, headers in result.rekeyed:
             self.sinks["rekeyed"].add_raw(key, value, headers)
@@ -483,7 +489,7 @@ class _Outputs:
         delivered = []
         for customer_id, outbox in result.outboxes():
             for kind, body in outbox:
-                self.sinks[str(kind)].add((customer_id, {**body, "emitted_at": emitted_at}))
+                self.sinks[str(kind)].add((customer_id, {**body, "emitted_at": emitted_at}), self.headers)
                 log.info(
                     "emit %s customer=%s %s",
                     kind,

@@ -23,7 +23,7 @@ from pydantic_settings import SettingsError
 
 from models.events import Topic
 from models.policy import Policy, PolicyError, load_policy
-from models.schemas import input_schemas
+from models.schemas import input_schemas, output_schemas
 from streams import demo
 from streams.security import aiokafka_options
 from streams.settings import Settings
@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     follow.add_argument("--from-beginning", action="store_true", help="read the topics from their start")
     follow.add_argument("--customer", help="only this customer's changes and alerts")
     follow.add_argument("--json", action="store_true", help="one JSON message per line, as sent")
-    commands.add_parser("schemas", help="write the input JSON Schemas to deploy/schemas")
+    schemas = commands.add_parser("schemas", help="write the input and output topics' JSON Schemas")
+    schemas.add_argument(
+        "--dir", type=Path, default=Path("deploy/schemas"), help="where (default: %(default)s)"
+    )
     policy_cmd = commands.add_parser("policy", help="policy files")
     policy_commands = policy_cmd.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser(
@@ -73,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "follow":
             asyncio.run(_follow(settings, args.seconds, args.from_beginning, args.customer, args.json))
         elif args.command == "schemas":
-            for name, text in input_schemas().items():
-                Path("deploy/schemas", name).write_text(text, encoding="utf-8")
+            args.dir.mkdir(parents=True, exist_ok=True)
+            for name, text in {**input_schemas(), **output_schemas()}.items():
+                (args.dir / name).write_text(text, encoding="utf-8")
+            print(f"wrote the JSON Schemas of every topic to {args.dir}")
     except (PolicyError, TopicLayoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -207,6 +207,20 @@ class ScorerRun:
             await consumer.stop()
         return found
 
+    async def headers(self, kind: str) -> list[dict[str, bytes]]:
+        """The headers of every message on an output topic so far."""
+        consumer = AIOKafkaConsumer(
+            self.topic(kind), bootstrap_servers=self.bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        found: list[dict[str, bytes]] = []
+        try:
+            while batch := await consumer.getmany(timeout_ms=2000):
+                found += [dict(m.headers) for ms in batch.values() for m in ms]
+        finally:
+            await consumer.stop()
+        return found
+
     async def caught_up(self) -> bool:
         """True once the scorer's group has committed the end offset of every input partition."""
         from aiokafka import TopicPartition

@@ -13,13 +13,33 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from models.event_time import to_micros, to_rfc3339
-from tests.integration.harness import ScorerRun, chain_problems, http_json, wait_for_async
+from tests.integration.harness import REPO, ScorerRun, chain_problems, http_json, wait_for_async
 
 POLICY = Path(__file__).with_name("scenario_policy.yaml")
+SCHEMAS = REPO / "deploy" / "schemas"
 BASE = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=26)
 MINIMUMS = {"strategic": 80, "key": 60, "standard": 40, "at_risk": 0}
 ORDER = ["strategic", "key", "standard", "at_risk"]
+
+
+async def _follow_their_schema_and_say_so(
+    scorer: ScorerRun, kind: str, bodies: list[dict[str, Any]], topic: str
+) -> None:
+    """Each message validates against the checked-in schema of its topic (what a CRM developer
+    reads), and its headers say what it is."""
+    schema = json.loads((SCHEMAS / f"{topic}.schema.json").read_text(encoding="utf-8"))
+    for body in bodies:
+        jsonschema.validate(body, schema)
+    expected = {
+        "content-type": b"application/json",
+        "tierpulse-schema-version": b"2",
+        "tierpulse-policy-version": b"scenario-1",
+    }
+    headers = await scorer.headers(kind)
+    assert headers and all(h == expected for h in headers), headers
 
 
 def _at(day: float) -> datetime:
@@ -145,6 +165,7 @@ async def test_a_scripted_month_reaches_every_output(scorer: ScorerRun) -> None:
         ("客户-D", "p1_near_breach", "resolved"),
     ]
     assert alerts[0]["alert_id"] == alerts[1]["alert_id"]
+    await _follow_their_schema_and_say_so(scorer, "alerts", alerts, "customer-alerts")
 
     await wait_for_async(
         lambda: all(scorer.snapshot(c).get("as_of") == final_as_of for c in "ABC"),
@@ -154,6 +175,7 @@ async def test_a_scripted_month_reaches_every_output(scorer: ScorerRun) -> None:
     )
     changes = await scorer.read("tier_changes")
     assert chain_problems(changes) == []
+    await _follow_their_schema_and_say_so(scorer, "tier_changes", changes, "customer-tier-changes")
     by_customer: dict[str, list[dict[str, Any]]] = {}
     for change in changes:
         by_customer.setdefault(change["customer_id"], []).append(change)

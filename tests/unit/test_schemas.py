@@ -8,13 +8,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from models.schemas import input_schemas
+from models.schemas import input_schemas, output_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "deploy" / "schemas"
 
 
 def test_checked_in_schemas_are_current() -> None:
-    expected = input_schemas()
+    expected = {**input_schemas(), **output_schemas()}
     assert sorted(p.name for p in SCHEMAS.glob("*.schema.json")) == sorted(expected)
     for name, text in expected.items():
         assert (SCHEMAS / name).read_text(encoding="utf-8") == text, "regenerate with: tierpulse schemas"
@@ -63,3 +63,16 @@ def test_a_producer_can_validate_an_invoice_with_the_schema() -> None:
     # "due_at on 'issued'" depends on another field, which the generated schema does not express:
     # it can only say so in words, and the scorer's validation enforces it.
     assert "due_at on 'issued'" in schema["description"]
+
+
+def test_a_dead_letter_follows_its_schema() -> None:
+    from streams.pipeline import Record
+    from tests.unit.builders import DictTables
+    from tests.unit.test_pipeline import pipeline
+
+    result = pipeline().process([Record("orders", 0, 0, b"c1", b"{not json")], DictTables(), 0)
+    letter = {**result.dead_letters[0][1], "dead_lettered_at": "2026-11-30T00:00:00Z"}
+    schema = json.loads((SCHEMAS / "tierpulse-dead-letters.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(letter, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**letter, "partition": "zero"}, schema)
