@@ -18,7 +18,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: 
 KPI_BUCKETS = {
     "on_time_delivery_rate": (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0),
     "response_sla_rate": (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0),
-    "first_response_minutes": (5, 15, 30, 60, 120, 240, 480, 1440),
+    "first_response_minutes": (300, 900, 1800, 3600, 7200, 14400, 28800, 86400),  # in seconds (below)
     "complaint_rate": (0, 1, 2, 5, 10, 20, 50, 100),
     "csat": (1, 2, 3, 3.5, 4, 4.5, 4.8, 5),
     "gross_margin_rate": (0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
@@ -26,8 +26,13 @@ KPI_BUCKETS = {
     "receivables_collection_rate": (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0),
     "overdue_receivables": (0, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
     "revenue_per_service_hour": (10, 50, 100, 250, 500, 1_000, 5_000),
-    "tenure_days": (30, 90, 180, 365, 730, 1_095, 1_825),
+    "tenure_days": tuple(days * 86_400 for days in (30, 90, 180, 365, 730, 1_095, 1_825)),  # seconds
 }
+
+
+# Prometheus' base units: minutes and days are observed in seconds.
+_IN_SECONDS = {"first_response_minutes": 60, "tenure_days": 86_400}
+_METRIC_NAMES = {"first_response_minutes": "first_response_seconds", "tenure_days": "tenure_seconds"}
 
 
 class ScorerMetrics:
@@ -77,13 +82,13 @@ class ScorerMetrics:
             registry=registry,
         )
         self.consumer_lag = Gauge(
-            "tierpulse_consumer_lag",
+            "tierpulse_consumer_lag_messages",
             "High-water mark minus committed offset (Kafka's consumer lag)",
             ["topic", "partition"],
             registry=registry,
         )
         self.processed_lag = Gauge(
-            "tierpulse_processed_lag",
+            "tierpulse_processed_lag_messages",
             "High-water mark minus the next offset this worker will process",
             ["topic", "partition"],
             registry=registry,
@@ -118,7 +123,7 @@ class ScorerMetrics:
             registry=registry,
         )
         self.batch_size = Histogram(
-            "tierpulse_batch_size",
+            "tierpulse_batch_size_messages",
             "Messages per processed batch",
             buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000),
             registry=registry,
@@ -151,14 +156,20 @@ class ScorerMetrics:
         )
         self.kpi = {
             name: Histogram(
-                f"tierpulse_kpi_{name}",
-                f"Distribution of {name} at evaluation",
+                f"tierpulse_kpi_{_METRIC_NAMES.get(name, name)}",
+                f"Distribution of {name} at evaluation" + (" (seconds)" if name in _IN_SECONDS else ""),
                 ["segment"],
                 buckets=buckets,
                 registry=registry,
             )
             for name, buckets in KPI_BUCKETS.items()
         }
+        self.build_info = Gauge(
+            "tierpulse_build_info",
+            "1, labelled with the TierPulse version and the policy version this worker runs",
+            ["version", "policy_version"],
+            registry=registry,
+        )
         self.watched_score = Gauge(
             "tierpulse_watched_customer_score",
             "Score of a watched customer",
@@ -210,7 +221,7 @@ class ScorerMetrics:
             for name, histogram in self.kpi.items():
                 value = snapshot.kpis.value(name)  # type: ignore[arg-type]
                 if value is not None:
-                    histogram.labels(snapshot.segment).observe(value)
+                    histogram.labels(snapshot.segment).observe(value * _IN_SECONDS.get(name, 1))
         if snapshot.customer_id in self.watch_list:
             if snapshot.score is not None:
                 self.watched_score.labels(snapshot.customer_id).set(snapshot.score)

@@ -58,7 +58,7 @@ from streams.offsets import InputOffsets
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
 from streams.security import faust_credentials
-from streams.settings import Settings
+from streams.settings import Settings, package_version
 from streams.topics import TABLES
 
 log = logging.getLogger("tierpulse")
@@ -197,6 +197,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         else NoSnapshots()
     )
     metrics = ScorerMetrics(registry or CollectorRegistry(), (*policy.tiers, UNRATED), settings.watch_list)
+    metrics.build_info.labels(package_version(), policy.version).set(1)
     metrics.initialise(
         [kind.value for kind in names.input_kinds().values()],
         [(rule.name, rule.severity) for rule in policy.alerts],

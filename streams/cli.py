@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import logging
 import random
@@ -26,13 +25,13 @@ from models.policy import Policy, PolicyError, load_policy
 from models.schemas import input_schemas, output_schemas
 from streams import demo
 from streams.security import aiokafka_options
-from streams.settings import Settings
+from streams.settings import Settings, package_version
 from streams.topics import TopicLayoutError, bootstrap_servers, ensure_topics
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierpulse", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"tierpulse {_version()}")
+    parser.add_argument("--version", action="version", version=f"tierpulse {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("worker", help="run one scorer worker (Faust)")
     demo_cmd = commands.add_parser("demo", help="produce a realistic event stream")
@@ -138,13 +137,6 @@ async def _demo(settings: Settings, count: int, backfill_days: float, live_secon
             await asyncio.sleep(1)
     finally:
         await producer.stop()
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("tierpulse")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
-        return "unknown"
 
 
 def _setting_problems(error: ValidationError | SettingsError) -> list[str]:

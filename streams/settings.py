@@ -6,6 +6,7 @@ environment.
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 from typing import Literal
 
@@ -119,3 +120,11 @@ class Settings(BaseSettings):
     @property
     def web_url(self) -> str:
         return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
+
+
+def package_version() -> str:
+    """The installed TierPulse version (``unknown`` when run from a checkout not installed)."""
+    try:
+        return importlib.metadata.version("tierpulse")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -246,7 +246,7 @@ class ScorerRun:
             await admin.close()
 
     def processed_lags(self) -> list[dict[str, float]]:
-        """Per live worker: 'topic/partition' -> tierpulse_processed_lag (the partitions it owns)."""
+        """Per live worker: 'topic/partition' -> tierpulse_processed_lag_messages (the partitions it owns)."""
         lags = []
         for port in self.ports:
             try:
@@ -254,7 +254,7 @@ class ScorerRun:
                     text = response.read().decode()
             except OSError:
                 continue  # a killed worker
-            pattern = r'tierpulse_processed_lag\{partition="(\d+)",topic="([^"]+)"\} (\S+)'
+            pattern = r'tierpulse_processed_lag_messages\{partition="(\d+)",topic="([^"]+)"\} (\S+)'
             lags.append(
                 {f"{topic}/{partition}": float(v) for partition, topic, v in re.findall(pattern, text)}
             )
@@ -303,7 +303,7 @@ class ScorerRun:
         """Wait until the workers processed every input and Redis is quiet; return the snapshots.
 
         (Completion is judged on processing, not on committed offsets: faust-streaming can leave a
-        partition's commit behind while processing goes on — see tierpulse_consumer_lag.)"""
+        partition's commit behind while processing goes on — see tierpulse_consumer_lag_messages.)"""
         deadline = time.monotonic() + timeout
         last, quiet_since = None, time.monotonic()
         while time.monotonic() < deadline:

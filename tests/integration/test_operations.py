@@ -89,3 +89,23 @@ def test_dashboards_are_structurally_valid() -> None:
         uids |= {t["datasource"]["uid"] for panel in board["panels"] for t in panel["targets"]}
         assert all(f"uid: {uid}" in datasource for uid in uids), (path, uids)
         assert {v["name"] for v in board["templating"]["list"]} == {"segment", "tier"}
+
+
+def test_metric_names_follow_the_prometheus_conventions(layout: services.Layout) -> None:
+    """promtool's lint of the worker's metrics, every family present: base units (seconds, not
+    minutes or days), unit suffixes, counters ending in _total."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sinks.metrics import ScorerMetrics
+
+    promtool = services._require_binary("promtool", "prometheus")
+    metrics = ScorerMetrics(CollectorRegistry(), ("key", "unrated"))
+    metrics.initialise(["orders"], [("late_delivery", "warning")], ["redis"])
+    metrics.build_info.labels("0.5.0", "v1").set(1)
+    metrics.consumer_lag.labels("orders", "0").set(3)
+    metrics.processed_lag.labels("orders", "0").set(3)
+    for histogram in metrics.kpi.values():
+        histogram.labels("standard").observe(1)
+    text = generate_latest(metrics.registry)
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()
