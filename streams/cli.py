@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
@@ -48,6 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     schemas.add_argument(
         "--dir", type=Path, default=Path("deploy/schemas"), help="where (default: %(default)s)"
     )
+    dead = commands.add_parser("dead-letters", help="list dead letters, or send fixed ones back")
+    dead_commands = dead.add_subparsers(dest="dead_command", required=True)
+    for name, text in (("list", "list the dead letters (oldest first)"), ("resend", _RESEND_HELP)):
+        chosen = dead_commands.add_parser(name, help=text)
+        chosen.add_argument("--topic", help="of the original, e.g. orders")
+        chosen.add_argument("--reason", help="a part of the reason, e.g. internal_error")
+        chosen.add_argument("--since", help="dead-lettered at or after, RFC 3339 (2026-11-30T08:00)")
+        chosen.add_argument("--customer")
+        chosen.add_argument("--json", action="store_true", help="one dead letter per line, as stored")
+        if name == "resend":
+            chosen.add_argument("--yes", action="store_true", help="send (without it: say what would go)")
     policy_cmd = commands.add_parser("policy", help="policy files")
     policy_commands = policy_cmd.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser(
@@ -57,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if args.command != "worker":  # the client chatter of aiokafka is noise in a terminal tool
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    if args.command != "worker":  # aiokafka's client chatter is noise in a terminal tool
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # failures reach us as exceptions
     if args.command == "policy":
         return _check_policy(args.file)
     try:
@@ -72,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return _worker(settings)
         if args.command == "demo":
             asyncio.run(_demo(settings, args.customers, args.backfill_days, args.live_seconds, args.seed))
+        elif args.command == "dead-letters":
+            return asyncio.run(_dead_letters(settings, args))
         elif args.command == "follow":
             asyncio.run(_follow(settings, args.seconds, args.from_beginning, args.customer, args.json))
         elif args.command == "schemas":
@@ -82,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     except (PolicyError, TopicLayoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KafkaError as error:  # a command's own client (demo, follow, dead-letters)
+        print(
+            f"error: Kafka at {settings.broker} does not answer, or refuses this client "
+            f"({type(error).__name__}): start it with 'deploy/dev run', or check TIERPULSE_BROKER "
+            "and the TIERPULSE_BROKER_* security settings",
+            file=sys.stderr,
+        )
+        return 3
     except KeyboardInterrupt:
         return 0
     return 0
@@ -165,6 +187,29 @@ def _check_policy(path: Path) -> int:
         return 2
     print("\n".join(describe_policy(policy, path)))
     return 0
+
+
+_RESEND_HELP = "send the originals of the chosen dead letters back to their topics (at-least-once)"
+
+
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from streams import dead_letters
+
+    chosen = dead_letters.Filter(args.topic, args.reason, args.since, args.customer)
+    letters = await dead_letters.read(settings, chosen)
+    for letter in letters:
+        print(json.dumps(letter, ensure_ascii=False) if args.json else dead_letters.describe(letter))
+    if args.dead_command == "list":
+        print(f"{len(letters)} dead letters", file=sys.stderr)
+        return 0
+    if not args.yes:
+        print(f"{len(letters)} would be re-sent: add --yes to send them", file=sys.stderr)
+        return 0
+    sent, refused = await dead_letters.resend(settings, letters)
+    for reason in refused:
+        print(f"not re-sent: {reason}", file=sys.stderr)
+    print(f"re-sent {sent} of {len(letters)} dead letters to their topics", file=sys.stderr)
+    return 0 if not refused else 1
 
 
 def describe_policy(policy: Policy, path: Path) -> list[str]:

@@ -90,6 +90,16 @@ async def _until_described(admin: AIOKafkaAdminClient, topics: list[str], partit
         await asyncio.sleep(0.2)
 
 
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The partitions of one topic (none if it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), **aiokafka_options(settings))
+    await admin.start()
+    try:
+        return sorted((await _describe(admin)).get(topic, []))
+    finally:
+        await admin.close()
+
+
 async def _describe(admin: AIOKafkaAdminClient) -> dict[str, list[int]]:
     metadata = await admin.describe_topics()
     return {
