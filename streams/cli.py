@@ -34,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierpulse", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tierpulse {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("worker", help="run one scorer worker (Faust)")
+    commands.add_parser(
+        "worker",
+        help="run one scorer worker (Faust)",
+        description="Run one scorer worker. It is configured by environment variables only "
+        "(README, 'Running the scorer'); every one, with its default:",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     demo_cmd = commands.add_parser("demo", help="produce a realistic event stream")
     demo_cmd.add_argument("--customers", type=int, default=300)
     demo_cmd.add_argument("--backfill-days", type=float, default=35)
@@ -159,6 +166,23 @@ async def _demo(settings: Settings, count: int, backfill_days: float, live_secon
             await asyncio.sleep(1)
     finally:
         await producer.stop()
+
+
+def _settings_help() -> str:
+    """Every TIERPULSE_* variable with its default (secrets shown as unset or ***)."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "***" if "password" in name or "token" in name else default
+        if hasattr(shown, "model_dump"):  # the topic names: one variable each
+            for topic, value in shown.model_dump().items():
+                lines.append(f"  TIERPULSE_{name.upper()}__{topic.upper()}={value}")
+            continue
+        text = "" if shown is None else str(shown)
+        lines.append(
+            f"  TIERPULSE_{name.upper()}={text}" + (f"  ({field.description})" if field.description else "")
+        )
+    return "environment:\n" + "\n".join(lines)
 
 
 def _setting_problems(error: ValidationError | SettingsError) -> list[str]:

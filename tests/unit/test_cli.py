@@ -72,3 +72,14 @@ def test_the_weakest_kpis_are_those_that_lose_the_most_points() -> None:
         {"kpi": "revenue", "value": 1.0, "score": 90.0, "weight": 5.0, "contribution": 45.0},
     ]
     assert [r["kpi"] for r in cli.weakest(reasons)] == ["csat", "revenue"]  # type: ignore[misc]
+
+
+def test_worker_help_lists_every_variable_and_no_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIERPULSE_BROKER_PASSWORD", "hunter2-help")
+    with pytest.raises(SystemExit):
+        cli.main(["worker", "--help"])
+    text = capsys.readouterr().out
+    assert "TIERPULSE_PARTITIONS=4" in text and "TIERPULSE_TOPICS__ORDERS=orders" in text
+    assert "TIERPULSE_STATE_CACHE_CUSTOMERS=1000" in text and "hunter2-help" not in text
