@@ -106,7 +106,7 @@ async def test_faust_table_is_restored_from_its_changelog_after_a_restart(
             expected = [str(i).encode() for i in range(1, 3 * round_ + 1)]
             if round_ == 2:
                 # The restored count goes on at 4. faust-streaming can leave a low-volume partition
-                # undelivered after a restart (README, Known limits: the scorer re-fetches it, this
+                # undelivered after a restart (docs/internals.md, Known limits: the scorer re-fetches it, this
                 # bare counter does not), so the round's last values may not come at all.
                 expected = expected[: max(len(values), 4)]
             assert values == expected, log.read_text()[-3000:]
