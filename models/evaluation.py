@@ -6,6 +6,7 @@ on the sweep; it mutates only the customer's state and returns what to emit.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from hashlib import blake2b
 
@@ -16,7 +17,15 @@ from models.outputs import ALERTS, TIER_CHANGES, alert_body, tier_change_body
 from models.policy import Policy
 from models.schedule import next_due
 from models.state import CustomerState
-from models.tiering import UNRATED, TierDecision, change_event_id, composite_score, next_tier, warming_up
+from models.tiering import (
+    UNASSIGNED,
+    UNRATED,
+    TierDecision,
+    change_event_id,
+    composite_score,
+    next_tier,
+    warming_up,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,10 @@ class Snapshot:
     policy_version: str
     as_of: int
     kpis: Kpis
+    # Who owns the account (its latest profile's; "unassigned" when none) and its open alerts by
+    # severity: what it adds to the rollups (contract v2 §5), not in the snapshot's own fields.
+    owners: tuple[str, str] = (UNASSIGNED, UNASSIGNED)  # (account_manager, region)
+    open_alerts: tuple[tuple[str, int], ...] = ()
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -112,7 +125,17 @@ def _evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) 
     status.score, status.as_of = score.composite, as_of
     tier = status.tier or UNRATED
     alerts = transitions(state, conditions(policy.alerts, state, kpis, tier, segment, as_of), kpis, as_of)
-    snapshot = Snapshot(state.customer_id, tier, score.composite, segment.name, policy.version, as_of, kpis)
+    snapshot = Snapshot(
+        state.customer_id,
+        tier,
+        score.composite,
+        segment.name,
+        policy.version,
+        as_of,
+        kpis,
+        _owners(state),
+        _open_alerts(state),
+    )
     fingerprint = _fingerprint(snapshot)
     changed = fingerprint != status.fingerprint
     status.fingerprint = fingerprint
@@ -137,10 +160,39 @@ def current_snapshot(state: CustomerState, policy: Policy, window: Window) -> Sn
     kpis = state.kpis(as_of, window, segment.sla_us)
     status = state.status
     return Snapshot(
-        state.customer_id, status.tier or UNRATED, status.score, segment.name, policy.version, as_of, kpis
+        state.customer_id,
+        status.tier or UNRATED,
+        status.score,
+        segment.name,
+        policy.version,
+        as_of,
+        kpis,
+        _owners(state),
+        _open_alerts(state),
     )
 
 
+def _owners(state: CustomerState) -> tuple[str, str]:
+    profile = state.profile or {}
+    return profile.get("account_manager") or UNASSIGNED, profile.get("region") or UNASSIGNED
+
+
+def _open_alerts(state: CustomerState) -> tuple[tuple[str, int], ...]:
+    """Firing alerts by severity (the alert memory: [id, rule, severity, ...] per open alert)."""
+    severities = Counter(str(record[2]) for record in state.status.alerts.values())
+    return tuple(sorted(severities.items()))
+
+
 def _fingerprint(snapshot: Snapshot) -> str:
-    content = repr((snapshot.tier, snapshot.score, snapshot.segment, snapshot.policy_version, snapshot.kpis))
+    content = repr(
+        (
+            snapshot.tier,
+            snapshot.score,
+            snapshot.segment,
+            snapshot.policy_version,
+            snapshot.kpis,
+            snapshot.owners,
+            snapshot.open_alerts,
+        )
+    )
     return blake2b(content.encode(), digest_size=8).hexdigest()

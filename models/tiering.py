@@ -10,6 +10,7 @@ from models.policy import SegmentPolicy
 from models.state import TierStatus
 
 UNRATED = "unrated"
+UNASSIGNED = "unassigned"  # the account manager or region of a customer whose profile names none
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -23,6 +24,7 @@ from redis.exceptions import RedisError
 
 from models.evaluation import Snapshot
 from sinks.base import SinkUnavailable
+from sinks.rollups import WRITE_SNAPSHOT, contribution, rollup_json
 
 log = logging.getLogger(__name__)
 HISTORY_LENGTH = 50
@@ -44,10 +46,12 @@ class RedisSnapshotSink:
         self.name = "redis"
         self.url = _without_password(url)  # for messages: the URL may carry a password
         self.key_prefix, self.history_prefix = snapshot_prefix or prefix + "customer:", prefix + "history:"
-        self.marker_prefix = prefix + "partition:"
+        self.marker_prefix, self.prefix = prefix + "partition:", prefix
         self._client = aioredis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
         self._push_once = self._client.register_script(_PUSH_ONCE)
-        self._pending: dict[str, dict[str, str]] = {}
+        self._write = self._client.register_script(WRITE_SNAPSHOT)
+        # customer -> (snapshot fields, contribution to the rollups: sinks/rollups.py)
+        self._pending: dict[str, tuple[dict[str, str], list[str]]] = {}
         self._history: dict[str, list[tuple[str, str]]] = {}  # customer -> [(event_id, change JSON)]
         self._failures = 0
         self._retry_at = 0.0
@@ -76,7 +80,7 @@ class RedisSnapshotSink:
             ) from None
 
     def add(self, item: Snapshot) -> None:
-        self._pending[item.customer_id] = item.redis_fields()
+        self._pending[item.customer_id] = (item.redis_fields(), contribution(item))
 
     def add_history(self, change: dict[str, object]) -> None:
         """A tier-change event as sent to the topic, for its customer's history."""
@@ -123,8 +127,12 @@ class RedisSnapshotSink:
         self._pending, self._history = {}, {}
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for customer_id, fields in batch.items():
-                    pipe.hset(self.key_prefix + customer_id, mapping=fields)  # type: ignore[arg-type]
+                for customer_id, (fields, counted) in batch.items():
+                    keys = [self.key_prefix + customer_id, f"{self.prefix}contribution:{customer_id}"]
+                    pairs = [text for field in fields.items() for text in field]
+                    await self._write(
+                        keys=keys, args=[self.prefix, customer_id, *counted, *pairs], client=pipe
+                    )
                 for customer_id, entries in history.items():
                     for needle, text in entries:  # in the order decided
                         key = self.history_prefix + customer_id
@@ -143,6 +151,43 @@ class RedisSnapshotSink:
         if self._failures:
             log.info("redis reachable again; wrote %d waiting snapshots", len(batch))
         self._failures = 0
+
+    async def rollups(self, dimension: str) -> list[dict[str, Any]]:
+        """Every rollup of a dimension, by revenue (largest first). Raises SinkUnavailable."""
+        try:
+            head = f"{self.prefix}rollup:{dimension}:"
+            names = [
+                _text(key).removeprefix(head) async for key in self._client.scan_iter(f"{head}*", count=1000)
+            ]
+            found = []
+            for name in names:
+                rollup = await self._rollup(dimension, name, members=False)
+                if rollup is not None:
+                    found.append({"name": name, **rollup})
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
+        return sorted(found, key=lambda r: (-r["revenue"], r["name"]))
+
+    async def rollup(self, dimension: str, name: str) -> dict[str, Any] | None:
+        """One rollup with its customers per tier (None: no such name). Raises SinkUnavailable."""
+        try:
+            return await self._rollup(dimension, name, members=True)
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
+
+    async def _rollup(self, dimension: str, name: str, *, members: bool) -> dict[str, Any] | None:
+        raw = await self._client.hgetall(f"{self.prefix}rollup:{dimension}:{name}")
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        listed: dict[str, list[str]] = {}
+        if members:
+            pattern = f"{self.prefix}members:{dimension}:{name}:*"
+            async for key in self._client.scan_iter(pattern, count=1000):
+                ids = sorted(_text(m) for m in await self._client.smembers(key))
+                if ids:
+                    listed[_text(key).rsplit(":", 1)[1]] = ids
+        return rollup_json(fields, listed)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -171,6 +216,12 @@ class NoSnapshots:
     async def lost(self, partitions: list[int]) -> list[int]:
         return []
 
+    async def rollups(self, dimension: str) -> list[dict[str, Any]]:
+        raise SinkUnavailable("rollups live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
+
+    async def rollup(self, dimension: str, name: str) -> dict[str, Any] | None:
+        raise SinkUnavailable("rollups live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
+
     async def mark(self, partitions: list[int]) -> None:
         pass
 
@@ -192,3 +243,7 @@ def _without_password(url: str) -> str:
     user = f"{parts.username}:***@" if parts.username else ":***@"
     port = f":{parts.port}" if parts.port else ""
     return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value

@@ -53,6 +53,7 @@ from sinks.base import SinkUnavailable
 from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
 from sinks.redis import NoSnapshots, RedisSnapshotSink, SnapshotSink
+from sinks.rollups import DIMENSIONS
 from streams.logs import limit_repeats
 from streams.offsets import InputOffsets
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
@@ -576,6 +577,31 @@ def _add_web_views(
             return web.json(await redis_sink.history(customer_id))
         except SinkUnavailable as error:
             return web.json({"error": str(error)}, status=503)
+
+    @app.page("/rollups/{dimension}")
+    async def rollups(web: View, request: Request, dimension: str) -> Response:
+        """Every account manager's or region's rollup (contract v2 §5), by revenue."""
+        if (refusal := refused(web, request)) is not None:
+            return refusal
+        if dimension not in DIMENSIONS:
+            return web.json({"error": f"no dimension {dimension}: {' or '.join(DIMENSIONS)}"}, status=404)
+        try:
+            return web.json(await redis_sink.rollups(dimension))
+        except SinkUnavailable as error:
+            return web.json({"error": str(error)}, status=503)
+
+    @app.page("/rollups/{dimension}/{name}")
+    async def rollup(web: View, request: Request, dimension: str, name: str) -> Response:
+        """One rollup with its customers per tier."""
+        if (refusal := refused(web, request)) is not None:
+            return refusal
+        try:
+            found = await redis_sink.rollup(dimension, name) if dimension in DIMENSIONS else None
+        except SinkUnavailable as error:
+            return web.json({"error": str(error)}, status=503)
+        if found is None:
+            return web.json({"error": f"no rollup {dimension}/{name}"}, status=404)
+        return web.json({"dimension": dimension, "name": name, **found})
 
     def health() -> dict[str, object]:
         return {

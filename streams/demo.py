@@ -37,6 +37,10 @@ PROMPT_PAYER_WEIGHTS = (75, 10, 8, 5, 2)  # percent of invoices, in PAYMENT_OUTC
 SLOW_PAYER_WEIGHTS = (50, 22, 18, 8, 2)  # neglected and degrading customers
 
 
+REGIONS = ("华东", "华南", "华北", "west")
+ACCOUNT_MANAGERS = ("王芳", "李伟", "Chen Jing", "Maria Schmidt", "Tom Okafor")
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     kind: Topic
@@ -54,7 +58,14 @@ class DemoCustomer:
     orders_per_day: float
 
     def profile(self) -> dict[str, str]:
-        record = {"customer_id": self.customer_id, "segment": self.segment, "region": "华东"}
+        # Owners for the rollups (contract v2 §5): fixed per customer, a few of each.
+        number = sum(self.customer_id.encode())
+        record = {
+            "customer_id": self.customer_id,
+            "segment": self.segment,
+            "region": REGIONS[number % len(REGIONS)],
+            "account_manager": ACCOUNT_MANAGERS[number % len(ACCOUNT_MANAGERS)],
+        }
         return record | ({"customer_type": self.customer_type} if self.customer_type else {})
 
 

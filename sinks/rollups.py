@@ -1,0 +1,129 @@
+"""Rollups per account manager and region (contract v2 §5), kept exact inside Redis.
+
+Each customer's snapshot is written by one Lua script that also keeps the customer's
+*contribution* (owners, tier, revenue, score, open alerts, retained) in a hash of its own, takes
+the old contribution out of the rollups it was in and adds the new one. A script runs
+atomically, so a rollup always equals the sum over the contributions stored — one per customer
+with a snapshot, the latest — whichever worker writes, in any order, as often as it likes:
+writing the same contribution again takes it out and puts it back. A customer moving to another
+manager leaves the old rollup in the same step it enters the new one.
+
+Sums are integers (revenue in millionths, scores in billionths: HINCRBY is exact), and the
+contract's fields (`revenue` with 2 decimals, `mean_score`, `retention_rate`) are derived from
+them in the same script.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from models.evaluation import Snapshot
+
+DIMENSIONS = ("account_manager", "region")
+SEVERITIES = ("critical", "warning", "info")
+_REVENUE_UNIT = Decimal("0.000001")
+
+# KEYS: snapshot hash, contribution hash. ARGV: prefix, customer id, the contribution's fields
+# (CONTRIBUTION order), then the snapshot's fields as name, value pairs.
+WRITE_SNAPSHOT = """
+local prefix, customer = ARGV[1], ARGV[2]
+local names = {'account_manager', 'region', 'tier', 'revenue', 'score', 'critical', 'warning', 'info',
+               'retained'}
+local new = {}
+for i, name in ipairs(names) do new[name] = ARGV[2 + i] end
+local fields = {}
+for i = 3 + #names, #ARGV do table.insert(fields, ARGV[i]) end
+redis.call('HSET', KEYS[1], unpack(fields))
+
+local function negated(number)
+  if string.sub(number, 1, 1) == '-' then return string.sub(number, 2) end
+  return '-' .. number
+end
+
+local function derive(key)
+  local r = redis.call('HMGET', key, 'revenue_units', 'score_units', 'rated', 'retained_sum',
+                      'retained_count')
+  local cents = math.floor((tonumber(r[1] or '0') + 5000) / 10000)
+  redis.call('HSET', key, 'revenue', string.format('%d.%02d', math.floor(cents / 100), cents % 100))
+  local rated = tonumber(r[3] or '0')
+  local mean = rated > 0 and string.format('%.6f', tonumber(r[2] or '0') / 1e9 / rated) or ''
+  redis.call('HSET', key, 'mean_score', mean)
+  local counted = tonumber(r[5] or '0')
+  local rate = counted > 0 and string.format('%.6f', tonumber(r[4] or '0') / counted) or ''
+  redis.call('HSET', key, 'retention_rate', rate)
+end
+
+local function apply(c, sign)
+  local function add(key, field, number)
+    if number ~= '' and number ~= '0' then
+      redis.call('HINCRBY', key, field, sign > 0 and number or negated(number))
+    end
+  end
+  for _, dimension in ipairs({'account_manager', 'region'}) do
+    local name = c[dimension]
+    local key = prefix .. 'rollup:' .. dimension .. ':' .. name
+    redis.call('HINCRBY', key, 'tier:' .. c.tier, sign)
+    add(key, 'revenue_units', c.revenue)
+    if c.score ~= '' then
+      add(key, 'score_units', c.score)
+      redis.call('HINCRBY', key, 'rated', sign)
+    end
+    for _, severity in ipairs({'critical', 'warning', 'info'}) do
+      add(key, 'alerts:' .. severity, c[severity])
+    end
+    if c.retained ~= '' then
+      add(key, 'retained_sum', c.retained)
+      redis.call('HINCRBY', key, 'retained_count', sign)
+    end
+    local members = prefix .. 'members:' .. dimension .. ':' .. name .. ':' .. c.tier
+    if sign > 0 then redis.call('SADD', members, customer) else redis.call('SREM', members, customer) end
+    derive(key)
+  end
+  local everyone = prefix .. 'tier:' .. c.tier
+  if sign > 0 then redis.call('SADD', everyone, customer) else redis.call('SREM', everyone, customer) end
+end
+
+local stored = redis.call('HGETALL', KEYS[2])
+if #stored > 0 then
+  local old = {}
+  for i = 1, #stored, 2 do old[stored[i]] = stored[i + 1] end
+  apply(old, -1)
+end
+apply(new, 1)
+local flat = {}
+for _, name in ipairs(names) do table.insert(flat, name); table.insert(flat, new[name]) end
+redis.call('HSET', KEYS[2], unpack(flat))
+return 1
+"""
+
+
+def contribution(snapshot: Snapshot) -> list[str]:
+    """What the customer adds to its rollups, as the script's arguments (ints as text)."""
+    kpis, alerts = snapshot.kpis, dict(snapshot.open_alerts)
+    revenue = int(kpis.revenue.quantize(_REVENUE_UNIT, ROUND_HALF_UP) / _REVENUE_UNIT)
+    rated = snapshot.score is not None and snapshot.tier != "unrated"
+    return [
+        *snapshot.owners,
+        snapshot.tier,
+        str(revenue),
+        str(round(snapshot.score * 1e9)) if rated and snapshot.score is not None else "",
+        *(str(alerts.get(severity, 0)) for severity in SEVERITIES),
+        "" if kpis.retained is None else str(kpis.retained),
+    ]
+
+
+def rollup_json(fields: dict[str, str], members: dict[str, list[str]]) -> dict[str, Any]:
+    """A rollup hash as the HTTP API answers it: the contract's fields, then its customers."""
+
+    def counts(kind: str) -> dict[str, int]:
+        return {k.split(":", 1)[1]: int(v) for k, v in fields.items() if k.startswith(kind) and int(v)}
+
+    return {
+        "revenue": float(fields.get("revenue") or 0),
+        "mean_score": float(fields["mean_score"]) if fields.get("mean_score") else None,
+        "retention_rate": float(fields["retention_rate"]) if fields.get("retention_rate") else None,
+        "tiers": counts("tier:"),
+        "alerts": counts("alerts:"),
+        "customers": members,
+    }

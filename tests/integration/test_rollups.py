@@ -1,0 +1,176 @@
+"""Rollups per account manager and region (contract v2 §5) in the real Redis: always the sum over
+the customers' current snapshots — for any sequence of writes, re-writes and moves (the script
+in sinks/rollups.py), and end to end after a messy stream with profile moves and a kill."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from models.evaluation import Snapshot
+from models.kpis import KPI_NAMES, Kpis
+from sinks.redis import RedisSnapshotSink
+from tests.integration.harness import ScorerRun
+from tests.integration.test_resilience import demo_log
+
+TIERS = ("strategic", "key", "standard", "at_risk", "unrated")
+
+
+def _snapshot(rng: random.Random, customer: str) -> Snapshot:
+    tier = rng.choice(TIERS)
+    kpis = Kpis(**dict.fromkeys(KPI_NAMES))  # type: ignore[arg-type]
+    object.__setattr__(kpis, "revenue", Decimal(rng.randrange(0, 10**7)) / 100)
+    object.__setattr__(kpis, "retained", rng.choice([None, 0, 1]))
+    alerts = tuple((s, n) for s in ("critical", "warning") if (n := rng.randrange(3)))
+    owners = (rng.choice(["王芳", "李伟", "unassigned"]), rng.choice(["华东", "west"]))
+    score = None if tier == "unrated" else rng.uniform(0, 100)
+    return Snapshot(customer, tier, score, "standard", "v1", 0, kpis, owners, alerts)
+
+
+def expected_rollups(latest: dict[str, dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The contract's rollup of each (dimension, name), from each customer's current snapshot."""
+    rollups: dict[tuple[str, str], dict[str, Any]] = {}
+    for customer, s in latest.items():
+        for dimension, name in (("account_manager", s["account_manager"]), ("region", s["region"])):
+            r = rollups.setdefault(
+                (dimension, name),
+                {
+                    "revenue": Decimal(0),
+                    "scores": [],
+                    "tiers": Counter(),
+                    "alerts": Counter(),
+                    "retained": [],
+                    "members": {},
+                },
+            )
+            r["revenue"] += s["revenue"]
+            r["tiers"][s["tier"]] += 1
+            r["members"].setdefault(s["tier"], set()).add(customer)
+            if s["tier"] != "unrated" and s["score"] is not None:
+                r["scores"].append(s["score"])
+            r["alerts"].update(s["alerts"])
+            if s["retained"] is not None:
+                r["retained"].append(s["retained"])
+    return rollups
+
+
+def rollup_problems(client: redis.Redis, prefix: str, latest: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    for (dimension, name), want in expected_rollups(latest).items():
+        got = {
+            k.decode(): v.decode() for k, v in client.hgetall(f"{prefix}rollup:{dimension}:{name}").items()
+        }
+        where = f"{dimension}/{name}"
+        if got.get("revenue") != f"{want['revenue']:.2f}":
+            problems.append(f"{where}: revenue {got.get('revenue')}, expected {want['revenue']:.2f}")
+        mean = sum(want["scores"]) / len(want["scores"]) if want["scores"] else None
+        if (mean is None) != (got.get("mean_score") == "") or (
+            mean is not None and abs(float(got["mean_score"]) - mean) > 1e-6
+        ):
+            problems.append(f"{where}: mean_score {got.get('mean_score')}, expected {mean}")
+        for tier in TIERS:
+            if int(got.get(f"tier:{tier}", 0)) != want["tiers"][tier]:
+                problems.append(
+                    f"{where}: tier:{tier} {got.get(f'tier:{tier}')}, expected {want['tiers'][tier]}"
+                )
+            members = {m.decode() for m in client.smembers(f"{prefix}members:{dimension}:{name}:{tier}")}
+            if members != want["members"].get(tier, set()):
+                problems.append(f"{where}: members of {tier} {sorted(members)}")
+        for severity in ("critical", "warning"):
+            if int(got.get(f"alerts:{severity}", 0)) != want["alerts"][severity]:
+                problems.append(f"{where}: alerts:{severity} {got.get(f'alerts:{severity}')}")
+        rate = sum(want["retained"]) / len(want["retained"]) if want["retained"] else None
+        if (rate is None) != (got.get("retention_rate") == "") or (
+            rate is not None and abs(float(got["retention_rate"]) - rate) > 1e-6
+        ):
+            problems.append(f"{where}: retention_rate {got.get('retention_rate')}, expected {rate}")
+    for tier in TIERS:
+        everyone = {m.decode() for m in client.smembers(f"{prefix}tier:{tier}")}
+        if everyone != {c for c, s in latest.items() if s["tier"] == tier}:
+            problems.append(f"tier:{tier} set {sorted(everyone)}")
+    return problems
+
+
+async def test_any_sequence_of_writes_moves_and_re_writes_leaves_the_sum_of_the_latest(
+    redis_url: str, unique_name: Callable[[str], str]
+) -> None:
+    prefix = unique_name("tp") + ":"
+    sink, rng = RedisSnapshotSink(redis_url, prefix), random.Random(7)
+    latest: dict[str, dict[str, Any]] = {}
+    try:
+        for _ in range(12):  # batches: customers move, change tier, are written again unchanged
+            for _ in range(rng.randrange(1, 15)):
+                customer = f"c{rng.randrange(10)}"
+                snapshot = _snapshot(rng, customer)
+                for _ in range(rng.choice([1, 1, 2])):  # sometimes twice, as after a crash
+                    sink.add(snapshot)
+                    await sink.flush()
+                latest[customer] = {
+                    "account_manager": snapshot.owners[0],
+                    "region": snapshot.owners[1],
+                    "tier": snapshot.tier,
+                    "revenue": snapshot.kpis.revenue,
+                    "score": snapshot.score,
+                    "alerts": dict(snapshot.open_alerts),
+                    "retained": snapshot.kpis.retained,
+                }
+            client = redis.Redis.from_url(redis_url)
+            assert rollup_problems(client, prefix, latest) == []
+        by_revenue = await sink.rollups("account_manager")
+        assert [r["revenue"] for r in by_revenue] == sorted((r["revenue"] for r in by_revenue), reverse=True)
+        one = await sink.rollup("region", "west")
+        assert one is not None and set(one["customers"]) <= set(TIERS)
+    finally:
+        await sink.close()
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+
+
+async def test_rollups_equal_the_snapshots_after_a_messy_stream_with_moves_and_a_kill(
+    scorer: ScorerRun,
+) -> None:
+    log = demo_log(customers=16, days=10, seed=8)
+    profiles = [json.loads(value) for kind, _, value in log if kind == "customers" and value]
+    moves = []
+    for profile in profiles[:3]:  # three customers move to another manager and region mid-stream
+        moved = {**profile, "account_manager": "新经理", "region": "west"}
+        moves.append(
+            ("customers", profile["customer_id"].encode(), json.dumps(moved, ensure_ascii=False).encode())
+        )
+    middle = len(log) // 2
+    worker, _ = scorer.start_worker()
+    await scorer.produce(log[:middle])
+    scorer.kill(worker)
+    scorer.start_worker()
+    await scorer.produce([*moves, *log[middle:]])
+    snapshots = await scorer.finished()
+    owners: dict[str, dict[str, Any]] = {}
+    for kind, key, value in [*log[:middle], *moves, *log[middle:]]:
+        if kind == "customers" and key and value:
+            owners[key.decode()] = json.loads(value)
+    client = redis.Redis.from_url(scorer.redis_url)
+    latest = {}
+    for customer, fields in snapshots.items():
+        profile = owners.get(customer, {})
+        contribution = {
+            k.decode(): v.decode()
+            for k, v in client.hgetall(f"{scorer.name}:contribution:{customer}").items()
+        }
+        latest[customer] = {
+            "account_manager": profile.get("account_manager") or "unassigned",
+            "region": profile.get("region") or "unassigned",
+            "tier": fields["tier"],
+            "revenue": Decimal(fields["revenue"]),
+            "score": float(fields["score"]) if fields["score"] else None,
+            "alerts": {s: int(contribution.get(s, 0)) for s in ("critical", "warning", "info")},
+            "retained": int(fields["retained"]) if fields["retained"] else None,
+        }
+    assert rollup_problems(client, f"{scorer.name}:", latest) == []
+    assert any(c["account_manager"] == "新经理" for c in latest.values())
