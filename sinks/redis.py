@@ -175,6 +175,27 @@ class RedisSnapshotSink:
         except (RedisError, OSError) as error:
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
 
+    async def customers(self, tier: str | None, owners: dict[str, str]) -> list[str]:
+        """The ids of the customers in ``tier`` (any, when None) owned by ``owners`` (dimension ->
+        name; any, when empty), sorted. Raises SinkUnavailable."""
+        try:
+            tiers = (
+                [tier]
+                if tier
+                else [
+                    _text(k).rsplit(":", 1)[1]
+                    async for k in self._client.scan_iter(f"{self.prefix}tier:*", count=100)
+                ]
+            )
+            found: set[str] = set()
+            for one in tiers:
+                keys = [f"{self.prefix}members:{d}:{n}:{one}" for d, n in owners.items()]
+                keys = keys or [f"{self.prefix}tier:{one}"]
+                found |= {_text(m) for m in await self._client.sinter(keys)}
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
+        return sorted(found)
+
     async def _rollup(self, dimension: str, name: str, *, members: bool) -> dict[str, Any] | None:
         raw = await self._client.hgetall(f"{self.prefix}rollup:{dimension}:{name}")
         if not raw:
@@ -218,6 +239,9 @@ class NoSnapshots:
 
     async def rollups(self, dimension: str) -> list[dict[str, Any]]:
         raise SinkUnavailable("rollups live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
+
+    async def customers(self, tier: str | None, owners: dict[str, str]) -> list[str]:
+        raise SinkUnavailable("the tier sets live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
 
     async def rollup(self, dimension: str, name: str) -> dict[str, Any] | None:
         raise SinkUnavailable("rollups live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")

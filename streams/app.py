@@ -578,6 +578,26 @@ def _add_web_views(
         except SinkUnavailable as error:
             return web.json({"error": str(error)}, status=503)
 
+    @app.page("/customers")
+    async def customers_in(web: View, request: Request) -> Response:
+        """Customer ids by tier and owner, sorted, a page at a time: ?tier=&account_manager=
+        &region=&limit= (default 100, at most 1000) &cursor= (the last id of the previous page)."""
+        if (refusal := refused(web, request)) is not None:
+            return refusal
+        query = request.query
+        owners = {d: query[d] for d in DIMENSIONS if query.get(d)}
+        try:
+            limit = min(max(int(query.get("limit", 100)), 1), 1000)
+            found = await redis_sink.customers(query.get("tier") or None, owners)
+        except ValueError:
+            return web.json({"error": "limit must be a whole number"}, status=400)
+        except SinkUnavailable as error:
+            return web.json({"error": str(error)}, status=503)
+        cursor = query.get("cursor")
+        page = [c for c in found if cursor is None or c > cursor][:limit]
+        more = len(page) == limit and page[-1] != found[-1]
+        return web.json({"customers": page, "cursor": page[-1] if more else None})
+
     @app.page("/rollups/{dimension}")
     async def rollups(web: View, request: Request, dimension: str) -> Response:
         """Every account manager's or region's rollup (contract v2 §5), by revenue."""

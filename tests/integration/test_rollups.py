@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,7 +17,7 @@ import redis
 from models.evaluation import Snapshot
 from models.kpis import KPI_NAMES, Kpis
 from sinks.redis import RedisSnapshotSink
-from tests.integration.harness import ScorerRun
+from tests.integration.harness import ScorerRun, http_json
 from tests.integration.test_resilience import demo_log
 
 TIERS = ("strategic", "key", "standard", "at_risk", "unrated")
@@ -148,7 +149,7 @@ async def test_rollups_equal_the_snapshots_after_a_messy_stream_with_moves_and_a
     worker, _ = scorer.start_worker()
     await scorer.produce(log[:middle])
     scorer.kill(worker)
-    scorer.start_worker()
+    _, port = scorer.start_worker()
     await scorer.produce([*moves, *log[middle:]])
     snapshots = await scorer.finished()
     owners: dict[str, dict[str, Any]] = {}
@@ -174,3 +175,22 @@ async def test_rollups_equal_the_snapshots_after_a_messy_stream_with_moves_and_a
         }
     assert rollup_problems(client, f"{scorer.name}:", latest) == []
     assert any(c["account_manager"] == "新经理" for c in latest.values())
+
+    base = f"http://127.0.0.1:{port}"
+    status, listed = http_json(f"{base}/rollups/account_manager")
+    assert status == 200 and {r["name"] for r in listed} == {c["account_manager"] for c in latest.values()}
+    moved = sorted(c for c, s in latest.items() if s["account_manager"] == "新经理")
+    status, one = http_json(f"{base}/rollups/account_manager/{urllib.parse.quote('新经理')}")
+    assert status == 200 and sorted(m for ms in one["customers"].values() for m in ms) == moved
+    pages, cursor = [], ""
+    while True:  # every customer of the region "west", two a page
+        status, page = http_json(
+            f"{base}/customers?region=west&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        )
+        assert status == 200
+        pages += page["customers"]
+        if page["cursor"] is None:
+            break
+        cursor = urllib.parse.quote(page["cursor"])
+    assert pages == sorted(c for c, s in latest.items() if s["region"] == "west")
+    assert http_json(f"{base}/rollups/nowhere")[0] == 404
