@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -164,6 +165,26 @@ class ScorerMetrics:
             )
             for name, buckets in KPI_BUCKETS.items()
         }
+        # Rollups (contract v2 §5), read back from Redis: the same in every worker's /metrics.
+        self.rollup_customers = Gauge(
+            "tierpulse_rollup_customers",
+            "Customers per tier of an account manager or region (past the bound: name 'other')",
+            ["dimension", "name", "tier"],
+            registry=registry,
+        )
+        self.rollup_revenue = Gauge(
+            "tierpulse_rollup_revenue",
+            "Revenue in the window of an account manager's or region's customers",
+            ["dimension", "name"],
+            registry=registry,
+        )
+        self.rollup_alerts = Gauge(
+            "tierpulse_rollup_alerts",
+            "Open alerts of an account manager's or region's customers, by severity",
+            ["dimension", "name", "severity"],
+            registry=registry,
+        )
+        self._rollup_series: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}  # what set_rollups set
         self.build_info = Gauge(
             "tierpulse_build_info",
             "1, labelled with the TierPulse version and the policy version this worker runs",
@@ -201,6 +222,23 @@ class ScorerMetrics:
             self.sink_errors.labels(sink)
             self.sink_up.labels(sink).set(1)
             self.sink_waiting.labels(sink)
+
+    def set_rollups(self, dimension: str, rollups: list[dict[str, Any]]) -> None:
+        """Replace one dimension's rollup series (``rollups``: bounded already)."""
+        for gauge, labels in self._rollup_series.pop(dimension, []):
+            gauge.remove(*labels)
+        series: list[tuple[Gauge, tuple[str, ...]]] = []
+        for rollup in rollups:
+            name = rollup["name"]
+            series.append((self.rollup_revenue, (dimension, name)))
+            self.rollup_revenue.labels(dimension, name).set(rollup["revenue"])
+            for tier, n in rollup["tiers"].items():
+                series.append((self.rollup_customers, (dimension, name, tier)))
+                self.rollup_customers.labels(dimension, name, tier).set(n)
+            for severity, n in rollup["alerts"].items():
+                series.append((self.rollup_alerts, (dimension, name, severity)))
+                self.rollup_alerts.labels(dimension, name, severity).set(n)
+        self._rollup_series[dimension] = series
 
     def count_outcomes(self, tally: Tally[tuple[str, str]], internal_errors: Tally[str]) -> None:
         for (topic, outcome), n in tally.items():

@@ -127,3 +127,23 @@ def rollup_json(fields: dict[str, str], members: dict[str, list[str]]) -> dict[s
         "alerts": counts("alerts:"),
         "customers": members,
     }
+
+
+OTHER = "other"  # the label of every rollup past the bound, summed
+
+
+def bounded(rollups: list[dict[str, Any]], max_names: int) -> list[dict[str, Any]]:
+    """The rollups as metrics label them: the ``max_names`` largest by revenue under their own
+    name, the rest summed under ``other`` — names come from producers' profiles, and a flood of
+    distinct ones must not make a flood of series (contract v2 §5, Metrics)."""
+    ranked = sorted(rollups, key=lambda r: (-r["revenue"], r["name"]))
+    kept, rest = ranked[:max_names], ranked[max_names:]
+    if not rest:
+        return kept
+    other: dict[str, Any] = {"name": OTHER, "revenue": 0.0, "tiers": {}, "alerts": {}}
+    for rollup in rest:
+        other["revenue"] += rollup["revenue"]
+        for kind in ("tiers", "alerts"):
+            for key, n in rollup[kind].items():
+                other[kind][key] = other[kind].get(key, 0) + n
+    return [*kept, other]

@@ -53,7 +53,7 @@ from sinks.base import SinkUnavailable
 from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
 from sinks.redis import NoSnapshots, RedisSnapshotSink, SnapshotSink
-from sinks.rollups import DIMENSIONS
+from sinks.rollups import DIMENSIONS, bounded
 from streams.logs import limit_repeats
 from streams.offsets import InputOffsets
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
@@ -343,6 +343,15 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         if not redis_sink.healthy:  # with nothing to write, only a probe sees it come back
             await check_sinks()
         await refill_redis(owned)
+        await export_rollups()
+
+    async def export_rollups() -> None:
+        try:
+            for dimension in DIMENSIONS:
+                found = await redis_sink.rollups(dimension)
+                metrics.set_rollups(dimension, bounded(found, settings.rollup_max_names))
+        except SinkUnavailable:  # no Redis, or down: the series stay as last read
+            pass
 
     async def refill_redis(owned: list[int]) -> None:
         """A Redis that lost its data (restarted without persistence, flushed) gets every

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # A partition with input waiting and no progress this long is re-fetched from its last
     # processed offset (faust-streaming can stop delivering a partition after a restart).
     stall_seconds: float = Field(20, gt=0)
+    # Account managers and regions with their own tierpulse_rollup_* series, per dimension (the
+    # largest by revenue); the rest are summed under "other".
+    rollup_max_names: int = Field(200, ge=1)
     watch_list: tuple[str, ...] = Field(
         (), max_length=50, description="customers with their own metric series"
     )
