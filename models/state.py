@@ -254,7 +254,7 @@ class CustomerState:
         """Every KPI of contract §3 as of ``as_of`` (T), read off the running totals."""
         index = self.indexed(as_of, window, sla_us)
         now, before = index.in_window, index.in_previous
-        revenue, order_count, ordered_before = cast(Decimal, now[REVENUE]), now[ORDERS], before[ORDERS]
+        revenue, order_count, ordered_before = _canonical(now[REVENUE]), now[ORDERS], before[ORDERS]
         revenue_before, effort = cast(Decimal, before[REVENUE]), now[EFFORT]
         earliest, latest = self.placed_span()
         lifetime = self.forgotten_revenue + index.lifetime_kept
@@ -273,7 +273,7 @@ class CustomerState:
             else _ratio(EXACT.subtract(revenue, revenue_before), revenue_before),
             tenure_days=None if earliest is None else _days(as_of - earliest),
             receivables_collection_rate=_ratio(now[COLLECTED], now[BILLED]),
-            overdue_receivables=cast(Decimal, now[OVERDUE]),
+            overdue_receivables=_canonical(now[OVERDUE]),
             lifetime_revenue=lifetime.quantize(Decimal("0.01"), ROUND_HALF_UP),
             retained=None if ordered_before == 0 else int(order_count > 0),
             revenue_per_service_hour=None if effort == 0 else _ratio(EXACT.multiply(revenue, 60), effort),
@@ -306,9 +306,9 @@ class CustomerState:
         included (for the KPIs "ever"); after ``indexed``."""
         assert self.index is not None
         kept = self.index.placed_span()
-        earliest = min([t for _, t in self.first_placed] + ([kept[0]] if kept else []), default=None)
-        latest = max([t for _, t in self.placed_history] + ([kept[1]] if kept else []), default=None)
-        return earliest, latest
+        forgotten = [t for _, t in self.placed_history] + [t for _, t in self.first_placed]
+        instants = forgotten + (list(kept) if kept else [])
+        return min(instants, default=None), max(instants, default=None)
 
     def open_tickets(self) -> list[tuple[int, Ticket]]:
         """Opened, unanswered and unresolved tickets (for open-ticket alert rules)."""
@@ -384,6 +384,13 @@ class CustomerState:
 
 def _micros(instant: datetime | None) -> int | None:
     return None if instant is None else to_micros(instant)
+
+
+def _canonical(total: int | Decimal) -> Decimal:
+    """A running total's text, the same whatever the order of additions and take-backs: 2.00
+    and 2 are both 2 (so a snapshot reads the same on a live worker and a restored one)."""
+    normal = Decimal(total).normalize(EXACT)
+    return normal.quantize(Decimal(1)) if int(normal.as_tuple().exponent) > 0 else normal
 
 
 def _ratio(numerator: int | Decimal, denominator: int | Decimal) -> float | None:

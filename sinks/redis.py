@@ -50,8 +50,8 @@ class RedisSnapshotSink:
         self._client = aioredis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
         self._push_once = self._client.register_script(_PUSH_ONCE)
         self._write = self._client.register_script(WRITE_SNAPSHOT)
-        # customer -> (snapshot fields, contribution to the rollups: sinks/rollups.py)
-        self._pending: dict[str, tuple[dict[str, str], list[str]]] = {}
+        # customer -> (snapshot fields, contribution to the rollups: sinks/rollups.py, partition)
+        self._pending: dict[str, tuple[dict[str, str], list[str], int | None]] = {}
         self._history: dict[str, list[tuple[str, str]]] = {}  # customer -> [(event_id, change JSON)]
         self._failures = 0
         self._retry_at = 0.0
@@ -79,8 +79,12 @@ class RedisSnapshotSink:
                 "'deploy/dev run', or check TIERPULSE_REDIS_URL (user, password, rediss:// for TLS)"
             ) from None
 
-    def add(self, item: Snapshot) -> None:
-        self._pending[item.customer_id] = (item.redis_fields(), contribution(item))
+    def add(self, item: Snapshot, partition: int | None = None) -> None:
+        self._pending[item.customer_id] = (item.redis_fields(), contribution(item), partition)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop the waiting snapshots of partitions this worker no longer owns."""
+        self._pending = {c: p for c, p in self._pending.items() if p[2] not in partitions}
 
     def add_history(self, change: dict[str, object]) -> None:
         """A tier-change event as sent to the topic, for its customer's history."""
@@ -127,7 +131,7 @@ class RedisSnapshotSink:
         self._pending, self._history = {}, {}
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for customer_id, (fields, counted) in batch.items():
+                for customer_id, (fields, counted, _) in batch.items():
                     keys = [self.key_prefix + customer_id, f"{self.prefix}contribution:{customer_id}"]
                     pairs = [text for field in fields.items() for text in field]
                     await self._write(
@@ -202,12 +206,12 @@ class RedisSnapshotSink:
             return None
         fields = {_text(k): _text(v) for k, v in raw.items()}
         listed: dict[str, list[str]] = {}
-        if members:
-            pattern = f"{self.prefix}members:{dimension}:{name}:*"
-            async for key in self._client.scan_iter(pattern, count=1000):
+        if members:  # the sets by exact name (a pattern would also match "x:y" for "x", or "[")
+            for tier in (field.removeprefix("tier:") for field in fields if field.startswith("tier:")):
+                key = f"{self.prefix}members:{dimension}:{name}:{tier}"
                 ids = sorted(_text(m) for m in await self._client.smembers(key))
                 if ids:
-                    listed[_text(key).rsplit(":", 1)[1]] = ids
+                    listed[tier] = ids
         return rollup_json(fields, listed)
 
     async def close(self) -> None:
@@ -225,7 +229,10 @@ class NoSnapshots:
     async def setup(self) -> None:
         log.info("sink=redis state=off: TIERPULSE_REDIS_URL is empty, no snapshots or histories")
 
-    def add(self, item: Snapshot) -> None:
+    def add(self, item: Snapshot, partition: int | None = None) -> None:
+        pass
+
+    def forget(self, partitions: set[int]) -> None:
         pass
 
     def add_history(self, change: dict[str, object]) -> None:

@@ -19,10 +19,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from models.evaluation import Snapshot
+from models.kpi_index import EXACT
 
 DIMENSIONS = ("account_manager", "region")
 SEVERITIES = ("critical", "warning", "info")
 _REVENUE_UNIT = Decimal("0.000001")
+# A customer's revenue counts at most this much in a rollup (10^12, in millionths): a sum of
+# many stays within the 64-bit integers Redis adds (the script refuses a step past them).
+MAX_REVENUE_UNITS = 10**18
 
 # KEYS: snapshot hash, contribution hash. ARGV: prefix, customer id, the contribution's fields
 # (CONTRIBUTION order), then the snapshot's fields as name, value pairs.
@@ -44,7 +48,11 @@ end
 local function derive(key)
   local r = redis.call('HMGET', key, 'revenue_units', 'score_units', 'rated', 'retained_sum',
                       'retained_count')
-  local cents = math.floor((tonumber(r[1] or '0') + 5000) / 10000)
+  -- Millionths to cents from the text, not a double: exact up to 2^53 cents.
+  local units = r[1] or '0'
+  local whole, rest = 0, tonumber(units)
+  if #units > 4 then whole, rest = tonumber(string.sub(units, 1, -5)), tonumber(string.sub(units, -4)) end
+  local cents = whole + (rest >= 5000 and 1 or 0)
   redis.call('HSET', key, 'revenue', string.format('%d.%02d', math.floor(cents / 100), cents % 100))
   local rated = tonumber(r[3] or '0')
   local mean = rated > 0 and string.format('%.6f', tonumber(r[2] or '0') / 1e9 / rated) or ''
@@ -85,11 +93,20 @@ local function apply(c, sign)
 end
 
 local stored = redis.call('HGETALL', KEYS[2])
+local old = nil
 if #stored > 0 then
-  local old = {}
+  old = {}
   for i = 1, #stored, 2 do old[stored[i]] = stored[i + 1] end
-  apply(old, -1)
 end
+-- A revenue sum past what HINCRBY holds would stop the script half way: checked first (as
+-- doubles, with a margin), and then the rollups keep the old contribution whole.
+for _, dimension in ipairs({'account_manager', 'region'}) do
+  local key = prefix .. 'rollup:' .. dimension .. ':' .. new[dimension]
+  local sum = tonumber(redis.call('HGET', key, 'revenue_units') or '0') + tonumber(new.revenue)
+  if old and old[dimension] == new[dimension] then sum = sum - tonumber(old.revenue) end
+  if sum > 9.0e18 then return 0 end
+end
+if old then apply(old, -1) end
 apply(new, 1)
 local flat = {}
 for _, name in ipairs(names) do table.insert(flat, name); table.insert(flat, new[name]) end
@@ -101,7 +118,8 @@ return 1
 def contribution(snapshot: Snapshot) -> list[str]:
     """What the customer adds to its rollups, as the script's arguments (ints as text)."""
     kpis, alerts = snapshot.kpis, dict(snapshot.open_alerts)
-    revenue = int(kpis.revenue.quantize(_REVENUE_UNIT, ROUND_HALF_UP) / _REVENUE_UNIT)
+    exact = kpis.revenue.quantize(_REVENUE_UNIT, ROUND_HALF_UP, context=EXACT)
+    revenue = min(int(exact.scaleb(6, context=EXACT)), MAX_REVENUE_UNITS)
     rated = snapshot.score is not None and snapshot.tier != "unrated"
     return [
         *snapshot.owners,

@@ -7,15 +7,16 @@ pipeline, then writes in this order — the order is what makes crashes safe:
 1. dead letters and re-keyed input to Kafka, awaited;
 2. customer states (each carrying an outbox of the outputs it decided) to the
    table, and the producer flushed: the changelog has them;
-3. each partition's progress (input positions, event clock) to its table, flushed:
-   only now does the batch count as processed (streams/positions.py);
-4. snapshots and the tier changes' history entries to Redis (before Kafka shows
-   anything newer; a Redis that is down only delays them; a re-sent change is
-   listed once);
+3. snapshots (with the rollups: sinks/rollups.py) and the tier changes' history
+   entries to Redis (before Kafka shows anything newer; a Redis that is down only
+   delays them; a re-sent change is listed once);
+4. each partition's progress (input positions, event clock, whether Redis is
+   behind) to its table, flushed: only now does the batch count as processed
+   (streams/positions.py);
 5. the outboxes to ``customer-tier-changes`` and ``customer-alerts``, awaited;
 6. the emptied outboxes stored again.
 
-A crash before 3 re-feeds the batch (the core absorbs nothing twice) and nothing
+A crash before 4 re-feeds the batch (the core absorbs nothing twice) and nothing
 was emitted; so does an exception outside any one message (``score``). A crash
 after 2 restores states whose outboxes are sent again when
 the partition is adopted: the same ids, so a consumer de-duplicates, and never a
@@ -271,16 +272,18 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             input_offsets.produced(delivered.topic, delivered.partition, delivered.offset)
         store(result.states.items(), current)
         await _watched("the changelog", _flush_until_acked(app.producer))
-        redis_behind = redis_sink.waiting > 0 or not redis_sink.healthy
-        await store_progress(result.progress, current, redis_behind)
-        await rewind(result)
+        # Redis before the progress: a crash between them replays the batch, and the snapshots
+        # (of states stored already) are written again, never skipped.
         emitted_at = to_rfc3339(time.time_ns() // 1000)
         await _watched("redis", outputs.send_snapshots(result, emitted_at))
-        if (redis_sink.waiting > 0 or not redis_sink.healthy) and not redis_behind:
-            # Snapshots wait for Redis from now on: say so in every partition's progress at once,
-            # so that a worker that takes a partition over after this one died writes them all.
-            held = {partition: pipeline.progress_of(partition) for partition in pipeline.adopted()}
-            await store_progress(held, current, True)
+        reached = dict(result.progress)
+        redis_behind = redis_sink.waiting > 0 or not redis_sink.healthy
+        if redis_behind:
+            # Snapshots wait for Redis: every partition's progress says so, so that a worker that
+            # takes one over after this one died writes all its snapshots again.
+            reached |= {partition: pipeline.progress_of(partition) for partition in pipeline.adopted()}
+        await store_progress(reached, current, redis_behind)
+        await rewind(result)
         delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result, emitted_at))
         store(((cid, result.states[cid]) for cid in delivered), current)
         outputs.observe(result)
@@ -367,7 +370,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
                 if partition in lost:
                     snapshot = current_snapshot(CustomerState.from_bytes(stored), policy, settings.window)
                     if snapshot is not None:
-                        redis_sink.add(snapshot)
+                        redis_sink.add(snapshot, partition)
                         refilled += 1
             await redis_sink.flush()
             if redis_sink.waiting:
@@ -428,6 +431,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         partitions = {tp.partition for tp in revoked if tp.topic in inputs or tp.topic == names.sweep}
         pipeline.forget(partitions)
         input_offsets.forget(partitions)
+        # Snapshots still waiting for Redis are the new owner's to write now (the progress said
+        # Redis was behind): written later from here, they could overwrite newer ones.
+        redis_sink.forget(partitions)
         outputs.update_population()
 
     @app.task
@@ -447,7 +453,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
 
 
 class _Outputs:
-    """Steps 1, 4 and 5 of the module docstring, and the metrics that go with them."""
+    """Steps 1, 3 and 5 of the module docstring, and the metrics that go with them."""
 
     def __init__(
         self,
@@ -480,8 +486,8 @@ class _Outputs:
 
     async def send_snapshots(self, result: BatchResult, emitted_at: str) -> None:
         """Snapshots, and the tier changes about to be sent (as sent) for the histories."""
-        for snapshot in result.snapshots.values():
-            self.redis.add(snapshot)
+        for customer_id, snapshot in result.snapshots.items():
+            self.redis.add(snapshot, result.states[customer_id][0])
         for _, outbox in result.outboxes():
             for kind, body in outbox:
                 if kind == TIER_CHANGES:

@@ -1,8 +1,9 @@
 """``tierpulse``: worker, demo, follow, schemas, policy check.
 
-Every refusal a person can act on (a bad setting, a bad policy, Kafka down,
-topics that do not fit) is printed as one line per problem with exit code 2,
-never a traceback.
+Every refusal a person can act on is printed as one line per problem, never a
+traceback: exit code 2 for a bad setting, a bad policy or topics that do not fit
+(and Kafka refusing the worker at start), 3 when a command's own Kafka client
+cannot reach the broker, 1 when some dead letters could not be re-sent.
 """
 
 from __future__ import annotations

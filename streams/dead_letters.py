@@ -14,6 +14,7 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -34,7 +35,7 @@ class Filter:
         return (
             (self.topic is None or letter.get("topic") == self.topic)
             and (self.reason is None or self.reason in str(letter.get("reason", "")))
-            and (self.since is None or str(letter.get("dead_lettered_at", "")) >= self.since)
+            and (self.since is None or _instant(letter.get("dead_lettered_at")) >= _instant(self.since))
             and (self.customer is None or letter.get("customer_id") == self.customer)
         )
 
@@ -58,8 +59,11 @@ async def read(settings: Settings, wanted: Callable[[dict[str, Any]], bool]) -> 
             batch = await consumer.getmany(timeout_ms=1000)
             for messages in batch.values():
                 for message in messages:
-                    letter = json.loads(message.value)
-                    if wanted(letter):
+                    try:
+                        letter = json.loads(message.value or b"")
+                    except ValueError:
+                        continue  # not a dead letter of ours
+                    if isinstance(letter, dict) and "topic" in letter and wanted(letter):
                         found.append(letter)
         return found
     finally:
@@ -93,6 +97,15 @@ async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
         if await consumer.position(tp) < end:
             return True
     return False
+
+
+def _instant(text: object) -> datetime:
+    """An RFC 3339 instant; one without an offset is UTC; unreadable: the earliest."""
+    try:
+        parsed = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def describe(letter: dict[str, Any]) -> str:

@@ -57,7 +57,6 @@ def _say_held(record: logging.LogRecord, held: int, when: str) -> None:
 
 def limit_repeats(every: float = 60.0) -> None:
     """Put the limit on every handler of the root logger (where Faust's worker writes)."""
-    limit = RepeatLimit(every)
-    for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:  # one limit each: each must see every line
         if not any(isinstance(f, RepeatLimit) for f in handler.filters):
-            handler.addFilter(limit)
+            handler.addFilter(RepeatLimit(every))

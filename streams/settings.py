@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     @model_validator(mode="after")
+    def _sasl_has_a_mechanism(self) -> Settings:
+        protocol = self.broker_security_protocol or ""
+        if protocol.startswith("SASL") and self.broker_sasl_mechanism is None:
+            raise ValueError(
+                f"TIERPULSE_BROKER_SECURITY_PROTOCOL={protocol} needs TIERPULSE_BROKER_SASL_MECHANISM "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) and its user and password"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _window_of_whole_buckets(self) -> Settings:
         # Checked here, not when the app first asks: a worker must refuse before touching Kafka.
         if self.window_seconds % self.bucket_seconds:

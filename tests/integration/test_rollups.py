@@ -199,3 +199,36 @@ async def test_rollups_equal_the_snapshots_after_a_messy_stream_with_moves_and_a
         cursor = urllib.parse.quote(page["cursor"])
     assert pages == sorted(c for c, s in latest.items() if s["region"] == "west")
     assert http_json(f"{base}/rollups/nowhere")[0] == 404
+
+
+async def test_huge_revenues_neither_stall_the_sink_nor_break_the_sums(
+    redis_url: str, unique_name: Callable[[str], str]
+) -> None:
+    """Amounts may have 30 digits: a customer counts at most 10^12 in a rollup, sums stay exact
+    to the cent, and a step past what Redis adds leaves the rollup whole instead of half done."""
+    prefix = unique_name("tp") + ":"
+    sink, rng = RedisSnapshotSink(redis_url, prefix), random.Random(3)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def with_revenue(customer: str, revenue: str, manager: str) -> Snapshot:
+        snapshot = _snapshot(rng, customer)
+        object.__setattr__(snapshot.kpis, "revenue", Decimal(revenue))
+        object.__setattr__(snapshot, "owners", (manager, f"region-of-{manager}"))
+        return snapshot
+
+    try:
+        sink.add(with_revenue("big", "1E+25", "m1"))
+        sink.add(with_revenue("small", "12.345678", "m1"))
+        await sink.flush()
+        assert client.hget(f"{prefix}rollup:account_manager:m1", "revenue") == "1000000000012.35"
+        for n in range(10):  # ten at the cap: the tenth would pass 9.2e18 millionths
+            sink.add(with_revenue(f"cap{n}", "5E+12", "m2"))
+            await sink.flush()  # never raises: the sink stays up
+        assert sink.healthy
+        revenue = client.hget(f"{prefix}rollup:account_manager:m2", "revenue")
+        assert revenue == "9000000000000.00"  # nine counted; the tenth's snapshot is written alone
+        assert client.exists(f"{prefix}customer:cap9") and not client.exists(f"{prefix}contribution:cap9")
+    finally:
+        await sink.close()
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)

@@ -57,3 +57,8 @@ def test_sasl_options_carry_the_user_and_the_password() -> None:
         "pw",
     )
     assert "pw" not in repr(settings)
+
+
+def test_a_sasl_protocol_without_a_mechanism_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs TIERPULSE_BROKER_SASL_MECHANISM"):
+        Settings(broker_security_protocol="SASL_SSL")  # type: ignore[arg-type]
