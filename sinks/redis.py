@@ -157,7 +157,8 @@ class RedisSnapshotSink:
         self._failures = 0
 
     async def rollups(self, dimension: str) -> list[dict[str, Any]]:
-        """Every rollup of a dimension, by revenue (largest first). Raises SinkUnavailable."""
+        """Every rollup of a dimension with customers, by revenue (largest first). Raises
+        SinkUnavailable."""
         try:
             head = f"{self.prefix}rollup:{dimension}:"
             names = [
@@ -166,7 +167,7 @@ class RedisSnapshotSink:
             found = []
             for name in names:
                 rollup = await self._rollup(dimension, name, members=False)
-                if rollup is not None:
+                if rollup is not None and rollup["tiers"]:  # (a name all customers left keeps zeros)
                     found.append({"name": name, **rollup})
         except (RedisError, OSError) as error:
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
