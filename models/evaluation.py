@@ -14,7 +14,7 @@ from models.alerts import AlertEvent, conditions, transitions
 from models.event_time import Window, to_rfc3339
 from models.kpis import KPI_NAMES, Kpis
 from models.outputs import ALERTS, TIER_CHANGES, alert_body, tier_change_body
-from models.policy import Policy
+from models.policy import Policy, SegmentPolicy
 from models.schedule import next_due
 from models.state import CustomerState
 from models.tiering import (
@@ -125,17 +125,7 @@ def _evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) 
     status.score, status.as_of = score.composite, as_of
     tier = status.tier or UNRATED
     alerts = transitions(state, conditions(policy.alerts, state, kpis, tier, segment, as_of), kpis, as_of)
-    snapshot = Snapshot(
-        state.customer_id,
-        tier,
-        score.composite,
-        segment.name,
-        policy.version,
-        as_of,
-        kpis,
-        _owners(state),
-        _open_alerts(state),
-    )
+    snapshot = _snapshot(state, segment, policy, as_of, kpis)
     fingerprint = _fingerprint(snapshot)
     changed = fingerprint != status.fingerprint
     status.fingerprint = fingerprint
@@ -157,7 +147,13 @@ def current_snapshot(state: CustomerState, policy: Policy, window: Window) -> Sn
     if as_of is None:
         return None
     segment = state.segment(policy)
-    kpis = state.kpis(as_of, window, segment.sla_us)
+    return _snapshot(state, segment, policy, as_of, state.kpis(as_of, window, segment.sla_us))
+
+
+def _snapshot(
+    state: CustomerState, segment: SegmentPolicy, policy: Policy, as_of: int, kpis: Kpis
+) -> Snapshot:
+    """The snapshot of the tier status as it stands (after this evaluation, or the last one)."""
     status = state.status
     return Snapshot(
         state.customer_id,
