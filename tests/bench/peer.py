@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -34,7 +33,6 @@ import sys
 import tempfile
 import time
 import tomllib
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -223,17 +221,7 @@ def _last_lines(log: str, count: int = 3) -> str:
 async def run_all(customers: int, days: float, layout: services.Layout, python: str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tierpulse-peer-"))
     (workdir / "tierpulse").mkdir()
-    run = ScorerRun(
-        f"peer-{uuid.uuid4().hex[:8]}",
-        layout.bootstrap,
-        f"redis://127.0.0.1:{layout.redis_port}/0",
-        workdir / "tierpulse",
-        partitions=4,
-        store="rocksdb://",
-    )
-    run.extra_env.update(
-        {"TIERPULSE_SESSION_TIMEOUT_SECONDS": "10", **json.loads(os.environ.get("BENCH_ENV", "{}"))}
-    )
+    run = pipeline.bench_run(layout, "peer", workdir / "tierpulse")
     try:
         from streams.topics import ensure_topics
 

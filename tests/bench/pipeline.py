@@ -190,10 +190,11 @@ def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(share * len(values)))] if values else float("nan")
 
 
-async def run_all(customers: int, days: float, layout: services.Layout) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="tierpulse-bench-"))
+def bench_run(layout: services.Layout, name: str, workdir: Path) -> ScorerRun:
+    """A scorer run on the local services as the benchmarks measure it: four partitions, the
+    RocksDB store, settings from BENCH_ENV on top."""
     run = ScorerRun(
-        f"bench-{uuid.uuid4().hex[:8]}",
+        f"{name}-{uuid.uuid4().hex[:8]}",
         layout.bootstrap,
         f"redis://127.0.0.1:{layout.redis_port}/0",
         workdir,
@@ -203,6 +204,12 @@ async def run_all(customers: int, days: float, layout: services.Layout) -> dict[
     run.extra_env.update(
         {"TIERPULSE_SESSION_TIMEOUT_SECONDS": "10", **json.loads(os.environ.get("BENCH_ENV", "{}"))}
     )
+    return run
+
+
+async def run_all(customers: int, days: float, layout: services.Layout) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="tierpulse-bench-"))
+    run = bench_run(layout, "bench", workdir)
     try:
         from streams.topics import ensure_topics
 
