@@ -33,7 +33,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import faust
@@ -95,6 +95,20 @@ def partition_of(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+@dataclass(frozen=True)
+class _StandInMessage:
+    topic: str
+    partition: int
+
+
+class _StandInEvent:
+    """The least of an event Faust reads for a table write; a class (not a SimpleNamespace)
+    because Faust holds the current event by weak reference."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = _StandInMessage(topic, partition)
+
+
 class _CurrentEvents:
     """Faust files a table write under the partition of the *current event* (both the
     changelog and the RocksDB store; it reads the event's ``message.topic`` and
@@ -110,9 +124,7 @@ class _CurrentEvents:
     def of(self, partition: int) -> Iterator[None]:
         event: Any = self._events.get(partition)
         if event is None:
-            event = self._events[partition] = SimpleNamespace(
-                message=SimpleNamespace(topic=self._topic, partition=partition)
-            )
+            event = self._events[partition] = _StandInEvent(self._topic, partition)
         token = _current_event.set(weakref.ref(event))
         try:
             yield
