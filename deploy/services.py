@@ -1,11 +1,14 @@
-"""Local infrastructure: a real Kafka broker, Redis and Prometheus on 127.0.0.1.
+"""Local infrastructure: a real Kafka broker, Redis, Prometheus and Alertmanager on 127.0.0.1.
 
 Used by ``deploy/dev`` (``python -m deploy.services up|down|status``) and by the
 pytest session fixtures, so tests and people start services the same way.
 
 * Kafka comes from Maven Central (``deploy/kafka/pom.xml``), cached per version
   outside git, and runs in KRaft combined mode (one node is broker and controller).
-* Redis and Prometheus come from Debian's packages, installed when absent.
+* Redis, Prometheus and Alertmanager come from Debian's packages, installed when absent.
+  Alertmanager notifies ``deploy/webhook_receiver.py`` (the service "webhook"), which
+  stands in for the on-call's Slack/PagerDuty and appends each notification to
+  ``Layout.webhook_log``.
 * Each service runs in its own session with a pid file; ``down`` stops exactly
   those pids (checked against their command line), never anything by name, so a
   Redis on 6379 that is not ours is never touched.
@@ -34,7 +37,11 @@ from pathlib import Path
 from deploy.kafka_security import LISTENER, SecuredListener, SecurityMaterialError, secured_listener
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICE_NAMES = ("kafka", "redis", "prometheus")
+# In start order: Alertmanager's receiver before it, and both before the Prometheus that
+# sends to them. `down` and the test session stop them in the reverse order.
+SERVICE_NAMES = ("kafka", "redis", "webhook", "alertmanager", "prometheus")
+# The receiver's address in deploy/alertmanager/alertmanager.yml, replaced by the real one.
+WEBHOOK_PLACEHOLDER = "http://127.0.0.1:19095"
 
 
 class ServiceError(Exception):
@@ -53,6 +60,8 @@ class Layout:
     kafka_secured_port: int  # SASL_SSL with a SCRAM user (deploy/kafka_security.py)
     redis_port: int
     prometheus_port: int
+    alertmanager_port: int
+    webhook_port: int  # deploy/webhook_receiver.py, Alertmanager's receiver
     scrape_interval: str
 
     @classmethod
@@ -67,6 +76,9 @@ class Layout:
             kafka_secured_port=int(env("TIERPULSE_KAFKA_SECURED_PORT", "19094")),
             redis_port=int(env("TIERPULSE_REDIS_PORT", "16379")),
             prometheus_port=int(env("TIERPULSE_PROMETHEUS_PORT", "19090")),
+            # Not 19093 (Alertmanager's 9093 + 10000): the Kafka controller has that one.
+            alertmanager_port=int(env("TIERPULSE_ALERTMANAGER_PORT", "19096")),
+            webhook_port=int(env("TIERPULSE_WEBHOOK_PORT", "19095")),
             scrape_interval=env("TIERPULSE_PROMETHEUS_SCRAPE_INTERVAL", "2s"),
         )
 
@@ -91,6 +103,19 @@ class Layout:
         path = self.service_dir("prometheus") / "targets"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.alertmanager_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}"
+
+    @property
+    def webhook_log(self) -> Path:
+        """Every notification the webhook receiver got, one JSON document per line."""
+        return self.service_dir("webhook") / "notifications.jsonl"
 
 
 # ---------------------------------------------------------------- processes
@@ -414,12 +439,16 @@ def _redis_answers(port: int) -> bool:
 
 
 def prometheus_config(layout: Layout) -> Path:
-    """Scrape whatever ``targets/*.json`` lists (tests and ``run`` add workers there)."""
+    """Scrape whatever ``targets/*.json`` lists (tests and ``run`` add workers there); alert
+    through the local Alertmanager."""
     data = layout.service_dir("prometheus")
     rules = sorted(str(p) for p in (REPO / "deploy" / "prometheus").glob("rules/*.yml"))
     config = {
         "global": {"scrape_interval": layout.scrape_interval, "evaluation_interval": layout.scrape_interval},
         "rule_files": rules,
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{layout.alertmanager_port}"]}]}]
+        },
         "scrape_configs": [
             {
                 "job_name": "tierpulse",
@@ -460,6 +489,61 @@ def start_prometheus(layout: Layout) -> None:
     )
 
 
+def start_webhook(layout: Layout) -> None:
+    if running(layout, "webhook"):
+        return
+    _check_port_free("webhook", layout.webhook_port, "TIERPULSE_WEBHOOK_PORT")
+    out = layout.webhook_log
+    argv = [
+        *(sys.executable, "-m", "deploy.webhook_receiver"),
+        *("--port", str(layout.webhook_port), "--out", str(out)),
+    ]
+    proc = _spawn(layout, "webhook", argv, markers=["deploy.webhook_receiver", str(out)])
+    _wait_ready(layout, "webhook", proc, lambda: _http_ok(f"{layout.webhook_url}/"), 20, "GET /")
+
+
+def alertmanager_config(layout: Layout) -> Path:
+    """deploy/alertmanager/alertmanager.yml with the local receiver's address in its URLs.
+
+    Alertmanager 0.25 expands no environment variables in its config, hence the copy.
+    """
+    source = (REPO / "deploy" / "alertmanager" / "alertmanager.yml").read_text()
+    if WEBHOOK_PLACEHOLDER not in source:
+        raise ServiceError(
+            f"alertmanager: deploy/alertmanager/alertmanager.yml no longer sends to {WEBHOOK_PLACEHOLDER}, "
+            "the address this script replaces with the local receiver's; put it back in its webhook URLs"
+        )
+    path = layout.service_dir("alertmanager") / "alertmanager.yml"
+    path.write_text(source.replace(WEBHOOK_PLACEHOLDER, layout.webhook_url))
+    return path
+
+
+def start_alertmanager(layout: Layout) -> None:
+    """Alertmanager and, first, the webhook receiver it notifies (its own service and pid file)."""
+    if running(layout, "alertmanager"):
+        return
+    binary = _require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    _check_port_free("alertmanager", layout.alertmanager_port, "TIERPULSE_ALERTMANAGER_PORT")
+    start_webhook(layout)
+    config = alertmanager_config(layout)
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={layout.service_dir('alertmanager') / 'data'}",
+        f"--web.listen-address=127.0.0.1:{layout.alertmanager_port}",
+        "--cluster.listen-address=",  # one instance: no gossip cluster (it would bind 9094)
+    ]
+    proc = _spawn(layout, "alertmanager", argv, markers=[str(config)])
+    _wait_ready(
+        layout,
+        "alertmanager",
+        proc,
+        lambda: _http_ok(f"{layout.alertmanager_url}/-/ready"),
+        30,
+        "GET /-/ready",
+    )
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -471,6 +555,8 @@ def _http_ok(url: str) -> bool:
 STARTERS: dict[str, Callable[[Layout], None]] = {
     "kafka": start_kafka,
     "redis": start_redis,
+    "webhook": start_webhook,
+    "alertmanager": start_alertmanager,
     "prometheus": start_prometheus,
 }
 
@@ -528,6 +614,13 @@ def check(layout: Layout) -> list[str]:
     if answer.get("status") != "success":
         raise ServiceError(f"prometheus: query API answered {answer}")
     lines.append("prometheus: query API answered")
+    with urllib.request.urlopen(f"{layout.alertmanager_url}/api/v2/status", timeout=5) as response:
+        status = json.load(response)
+    version = status.get("versionInfo", {}).get("version", "?")
+    lines.append(f"alertmanager {version}: status API answered")
+    with urllib.request.urlopen(f"{layout.webhook_url}/", timeout=5) as response:
+        received = json.load(response).get("received")
+    lines.append(f"webhook: answered, {received} notifications so far (in {layout.webhook_log})")
     return lines
 
 
@@ -542,6 +635,7 @@ def app_env(layout: Layout) -> dict[str, str]:
         "TIERPULSE_BROKER": f"kafka://{layout.bootstrap}",
         "TIERPULSE_REDIS_URL": f"redis://127.0.0.1:{layout.redis_port}/0",
         "TIERPULSE_DATA_DIR": str(layout.run_dir / "worker-data"),
+        "TIERPULSE_ALERTMANAGER_URL": layout.alertmanager_url,
         **{k: v for k, v in os.environ.items() if k.startswith("TIERPULSE_")},
     }
 
@@ -579,6 +673,8 @@ def describe(layout: Layout, name: str) -> str:
         "kafka": layout.bootstrap,
         "redis": f"redis://127.0.0.1:{layout.redis_port}/0",
         "prometheus": f"http://127.0.0.1:{layout.prometheus_port}",
+        "alertmanager": layout.alertmanager_url,
+        "webhook": layout.webhook_url,
         "worker": web_url(),
         "demo": "-",
     }[name]
@@ -590,7 +686,9 @@ def describe(layout: Layout, name: str) -> str:
 def main(argv: list[str]) -> int:
     command, *names = argv or ["status"]
     every = APP_NAMES + SERVICE_NAMES
-    chosen = tuple(names) or (every if command in ("down", "status") else SERVICE_NAMES)
+    # `down` stops the scorer and demo first, then the services in the reverse of their start order.
+    default = {"down": APP_NAMES + SERVICE_NAMES[::-1], "status": every}.get(command, SERVICE_NAMES)
+    chosen = tuple(names) or default
     unknown = [n for n in chosen if n not in every]
     if command not in ("up", "down", "status", "check", "start-app") or unknown:
         print(
@@ -604,7 +702,7 @@ def main(argv: list[str]) -> int:
         if command == "up":
             up(layout, tuple(n for n in chosen if n in SERVICE_NAMES))
         elif command == "down":
-            for name in chosen:  # the scorer and demo first, then the services they use
+            for name in chosen:
                 print(f"{name}: {'stopped' if stop(layout, name) else 'was not running'}")
             return 0
         elif command == "check":
@@ -614,6 +712,7 @@ def main(argv: list[str]) -> int:
             url = start_app(layout)
             print(f"scorer: {url}/customers/<customer_id>  {url}/metrics  {url}/healthz")
             print(f"prometheus: http://127.0.0.1:{layout.prometheus_port}  (scraping the worker)")
+            print(f"alertmanager: {layout.alertmanager_url}  (notifications: {layout.webhook_log})")
             print(f"logs: {layout.log_file('worker')}  {layout.log_file('demo')}")
             return 0
         for name in chosen:

@@ -1,7 +1,15 @@
 """Alert rules as pure functions: which alerts hold for a customer right now.
 
 The state remembers which alerts are firing; comparing that with what holds now
-gives each alert exactly one ``firing`` and one ``resolved`` transition.
+gives each alert exactly one ``firing`` and one ``resolved`` transition. A rule with
+a hold-down (``for``) fires only once its condition has held that long in event time;
+until then the condition is *pending* (as in Prometheus) and nothing is emitted.
+
+The memory of a firing alert (``TierStatus.alerts``) is what it fired with: id, rule,
+severity, threshold, KPI, subject, value, event time, and the customer's tier, segment,
+account manager and region then — so that its resolution and every re-post to
+Alertmanager carry the labels it fired with (sinks/alertmanager.py). States stored before
+0.6 have the first five or six; the rest are read as the customer stands now.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from models.event_time import MICROS_PER_MINUTE
 from models.kpis import Kpis
 from models.policy import AlertRule, SegmentPolicy
 from models.state import PRIORITIES, CustomerState
+from models.tiering import UNASSIGNED, UNRATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +49,32 @@ class AlertEvent:
     threshold: float
     as_of: int
     subject: str | None  # contract v2: the ticket_id for a rule on one ticket, None for a KPI rule
+
+
+@dataclass(frozen=True, slots=True)
+class AlertContext:
+    """Who the customer is when an alert fires: the labels the alert keeps."""
+
+    tier: str
+    segment: str
+    account_manager: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class FiringAlert:
+    """One alert firing now, with what it fired with (for Alertmanager and the gauge)."""
+
+    alert_id: str
+    customer_id: str
+    rule: str
+    severity: str
+    kpi: str | None
+    subject: str | None
+    value: float
+    threshold: float
+    fired_as_of: int
+    context: AlertContext
 
 
 def conditions(
@@ -77,8 +112,15 @@ def conditions(
     return holding
 
 
-def transitions(state: CustomerState, holding: list[Condition], kpis: Kpis, as_of: int) -> list[AlertEvent]:
-    """Fire what newly holds, resolve what no longer holds; update the state's memory.
+def transitions(
+    state: CustomerState,
+    holding: list[Condition],
+    kpis: Kpis,
+    as_of: int,
+    context: AlertContext,
+) -> list[AlertEvent]:
+    """Fire what newly holds (after its hold-down), resolve what no longer holds; update the
+    state's memory.
 
     An alert's id counts the customer's firings, so a replay that fires the same
     alerts in the same order gives the same ids."""
@@ -86,24 +128,76 @@ def transitions(state: CustomerState, holding: list[Condition], kpis: Kpis, as_o
     now = {condition.key: condition for condition in holding}
     events = []
     for key, condition in now.items():
-        if key not in status.alerts:
-            status.fired += 1
-            alert_id = _alert_id(state.customer_id, key, status.fired)
-            kpi = condition.rule.kpi.name if condition.rule.kpi else None
-            status.alerts[key] = [
-                alert_id,
-                condition.rule.name,
-                condition.rule.severity,
-                condition.threshold,
-                kpi,
-                condition.subject,
-            ]
-            events.append(_event(state.customer_id, status.alerts[key], "firing", condition.value, as_of))
+        if key in status.alerts:
+            continue
+        hold_us = condition.rule.hold_us
+        if hold_us:
+            fires_at = status.pending.setdefault(key, as_of + hold_us)
+            if as_of < fires_at:
+                continue
+            del status.pending[key]
+        status.fired += 1
+        alert_id = _alert_id(state.customer_id, key, status.fired)
+        kpi = condition.rule.kpi.name if condition.rule.kpi else None
+        status.alerts[key] = [
+            alert_id,
+            condition.rule.name,
+            condition.rule.severity,
+            condition.threshold,
+            kpi,
+            condition.subject,
+            condition.value,
+            as_of,
+            context.tier,
+            context.segment,
+            context.account_manager,
+            context.region,
+        ]
+        events.append(_event(state.customer_id, status.alerts[key], "firing", condition.value, as_of))
+    for key in [key for key in status.pending if key not in now]:
+        del status.pending[key]
     for key in [key for key in status.alerts if key not in now]:
         record = status.alerts.pop(key)
         current = kpis.value(record[4]) if record[4] else None
         events.append(_event(state.customer_id, record, "resolved", current, as_of))
     return events
+
+
+def firing(state: CustomerState) -> list[FiringAlert]:
+    """The customer's firing alerts, each with what it fired with."""
+    status = state.status
+    if not status.alerts:
+        return []
+    profile = state.profile or {}
+    now = AlertContext(
+        status.tier or UNRATED,
+        status.segment or "",
+        profile.get("account_manager") or UNASSIGNED,
+        profile.get("region") or UNASSIGNED,
+    )
+    alerts = []
+    for record in status.alerts.values():
+        alert_id, rule, severity, threshold, kpi = record[:5]
+        subject = record[5] if len(record) > 5 else None
+        if len(record) >= 12:
+            value, fired_as_of, context = record[6], record[7], AlertContext(*record[8:12])
+        else:  # fired before 0.6
+            value, fired_as_of, context = threshold, status.as_of or 0, now
+        alerts.append(
+            FiringAlert(
+                alert_id,
+                state.customer_id,
+                rule,
+                severity,
+                kpi,
+                subject,
+                float(value),
+                float(threshold),
+                fired_as_of,
+                context,
+            )
+        )
+    return alerts
 
 
 def _event(

@@ -14,6 +14,8 @@ Formats:
 * 4 (0.4) — the JSON part adds [amount, cost] per order, [effort, ticket_id] per ticket (the id
   names an alert's subject), the earliest placed orders, the revenue of forgotten orders and
   the invoices.
+  0.6 adds to the head whether alerts are firing, and to the tier status the alerts waiting
+  for their hold-down (``pending``); 0.6 reads 0.4's states, 0.5 cannot read 0.6's.
 """
 
 from __future__ import annotations
@@ -39,7 +41,18 @@ _ORDER = struct.Struct("<QqqqqqB")
 _TICKET = struct.Struct("<QqqqqBB")
 _PAIR = struct.Struct("<Qq")  # complaint key and occurred; remembered event id and its bucket
 SUMMARY_FIELDS = ("as_of", "policy_version", "tier", "segment")
-META_FIELDS = ("score", "change_score", "changes", "fired", "fingerprint", "first_seen", "outbox", "alerts")
+# (Formats 3 and 4 written before 0.6 end at "alerts": the rest start empty.)
+META_FIELDS = (
+    "score",
+    "change_score",
+    "changes",
+    "fired",
+    "fingerprint",
+    "first_seen",
+    "outbox",
+    "alerts",
+    "pending",
+)
 
 
 class StoredStateError(ValueError):
@@ -58,6 +71,7 @@ class StoredSummary:
     due: int | None
     refresh: int | None
     has_outbox: bool
+    has_alerts: bool  # firing alerts (True when not known: written before 0.6)
 
     @classmethod
     def of(cls, raw: bytes) -> StoredSummary:
@@ -66,7 +80,14 @@ class StoredSummary:
 
 def encode(state: CustomerState) -> bytes:
     status = state.status
-    head = _json([state.customer_id, *(getattr(status, n) for n in SUMMARY_FIELDS), bool(status.outbox)])
+    head = _json(
+        [
+            state.customer_id,
+            *(getattr(status, n) for n in SUMMARY_FIELDS),
+            bool(status.outbox),
+            bool(status.alerts),
+        ]
+    )
     orders, tickets = list(state.orders.items()), list(state.tickets.items())
     meta = _json(
         [
@@ -129,7 +150,7 @@ def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
         profile, history, decimals, rest, ticket_meta, first_placed, forgotten, invoices = meta
     status = TierStatus(
         **{name: getattr(summary, name) for name in (*SUMMARY_FIELDS, "due", "refresh")},
-        **dict(zip(META_FIELDS, rest, strict=True)),
+        **dict(zip(META_FIELDS, rest, strict=False)),
     )
     state = state_type(
         summary.customer_id, profile, placed_history=[(h, t) for h, t in history], status=status
@@ -181,9 +202,10 @@ def _read_head(raw: bytes) -> tuple[StoredSummary, int]:
         )
     _, due, refresh, length = _HEAD.unpack_from(raw)
     end = _HEAD.size + length
-    customer_id, as_of, version, tier, segment, has_outbox = json.loads(raw[_HEAD.size : end])
+    customer_id, as_of, version, tier, segment, has_outbox, *since_0_6 = json.loads(raw[_HEAD.size : end])
+    has_alerts = since_0_6[0] if since_0_6 else True
     return StoredSummary(
-        customer_id, as_of, version, tier, segment, _value(due), _value(refresh), has_outbox
+        customer_id, as_of, version, tier, segment, _value(due), _value(refresh), has_outbox, has_alerts
     ), end
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from hashlib import blake2b
 
-from models.alerts import AlertEvent, conditions, transitions
+from models.alerts import AlertContext, AlertEvent, conditions, transitions
 from models.event_time import Window, to_rfc3339
 from models.kpis import KPI_NAMES, Kpis
 from models.outputs import ALERTS, TIER_CHANGES, alert_body, tier_change_body
@@ -124,7 +124,8 @@ def _evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) 
             status.changes += 1
     status.score, status.as_of = score.composite, as_of
     tier = status.tier or UNRATED
-    alerts = transitions(state, conditions(policy.alerts, state, kpis, tier, segment, as_of), kpis, as_of)
+    holding = conditions(policy.alerts, state, kpis, tier, segment, as_of)
+    alerts = transitions(state, holding, kpis, as_of, AlertContext(tier, segment.name, *_owners(state)))
     snapshot = _snapshot(state, segment, policy, as_of, kpis)
     fingerprint = _fingerprint(snapshot)
     changed = fingerprint != status.fingerprint

@@ -77,6 +77,14 @@ class TicketCondition(_Strict):
     minutes_before_deadline: Annotated[float, Field(ge=0)] = 0
 
 
+_DURATION_UNITS_US = {
+    "s": 1_000_000,
+    "m": MICROS_PER_MINUTE,
+    "h": 60 * MICROS_PER_MINUTE,
+    "d": MICROS_PER_DAY,
+}
+
+
 class AlertRule(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
     severity: Literal["info", "warning", "critical"]
@@ -84,6 +92,17 @@ class AlertRule(_Strict):
     ticket: TicketCondition | None = None
     tiers: list[str] | None = None
     segments: list[str] | None = None
+    # A hold-down as Prometheus rules have it ("30m", "2h", "1d"): the alert fires once its
+    # condition has held that long in event time. Not in the contract: a policy without it
+    # fires as contract §5 says.
+    hold: Annotated[str | None, Field(alias="for", pattern=r"^[0-9]+(\.[0-9]+)?[smhd]$")] = None
+    runbook: Annotated[str | None, Field(max_length=2000, pattern=r"^https?://\S+$")] = None
+
+    @property
+    def hold_us(self) -> int:
+        if self.hold is None:
+            return 0
+        return round(float(self.hold[:-1]) * _DURATION_UNITS_US[self.hold[-1]])
 
 
 class PolicyDocument(_Strict):

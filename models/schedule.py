@@ -49,6 +49,7 @@ def next_due(
                 candidates.append((ticket.last_us // bucket_us + 2 * window.buckets) * bucket_us)
     if warming_up(state.status, segment, as_of) and state.status.first_seen is not None:
         candidates.append(state.status.first_seen + segment.warmup_us)
+    candidates += state.status.pending.values()  # a hold-down ends
     earliest_placed, latest_placed = state.placed_span()
     due = min((c for c in candidates if c > as_of), default=None)
     if latest_placed is None or earliest_placed is None:
@@ -91,7 +92,7 @@ def _recency_due(
     if last < first or _score_holds(policy, segment, kpis, last):
         return None
     tier = state.status.tier
-    holding = set(state.status.alerts)
+    holding = set(state.status.alerts) | set(state.status.pending)
     # Before `before`, which is no later than the warm-up's end: no first rating while warming up.
     rates = not warming_up(state.status, segment, as_of)
 

@@ -90,18 +90,24 @@ class TierStatus:
     # Outputs decided but not yet known to be delivered: [output kind, JSON body]. Stored with the
     # state so that a crash can only re-send what the stored state decided (same ids), never lose it.
     outbox: list[list[Any]] = field(default_factory=list)
-    alerts: dict[str, list[Any]] = field(default_factory=dict)  # key -> [id, rule, severity, threshold, kpi]
+    alerts: dict[str, list[Any]] = field(default_factory=dict)  # key -> what it fired with (models/alerts.py)
     # Of the last evaluation, for adopting the customer after a restart without evaluating it
     # (StoredSummary): what it counted as, and when it is due next under that policy version.
     policy_version: str | None = None
     segment: str | None = None
     due: int | None = None
     refresh: int | None = None
+    # Conditions that hold but wait for their rule's hold-down (``for``): key -> when they fire.
+    pending: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> TierStatus:
         """A copy to restore after a failed evaluation (copy.copy is several times slower)."""
         copied = TierStatus(*(getattr(self, name) for name in _STATUS_FIELDS))
-        copied.outbox, copied.alerts = list(self.outbox), dict(self.alerts)
+        copied.outbox, copied.alerts, copied.pending = (
+            list(self.outbox),
+            dict(self.alerts),
+            dict(self.pending),
+        )
         return copied
 
 

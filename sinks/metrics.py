@@ -7,7 +7,7 @@ only per-customer series are for the explicit, capped watch list.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -68,7 +68,10 @@ class ScorerMetrics:
             "tierpulse_alerts", "Alert transitions", ["rule", "severity", "state"], registry=registry
         )
         self.alerts_firing = Gauge(
-            "tierpulse_alerts_firing", "Alerts firing now", ["rule", "severity"], registry=registry
+            "tierpulse_alerts_firing",
+            "Alerts firing now (as the partitions owned here store them)",
+            ["rule", "severity"],
+            registry=registry,
         )
         self.event_time_lag = Gauge(
             "tierpulse_event_time_lag_seconds",
@@ -240,6 +243,13 @@ class ScorerMetrics:
                 self.rollup_alerts.labels(dimension, name, severity).set(n)
         self._rollup_series[dimension] = series
 
+    def set_alerts_firing(
+        self, rules: Iterable[tuple[str, str]], counts: Mapping[tuple[str, str], int]
+    ) -> None:
+        """Alerts firing now per rule of the policy, as the partitions owned here store them."""
+        for rule, severity in rules:
+            self.alerts_firing.labels(rule, severity).set(counts.get((rule, severity), 0))
+
     def count_outcomes(self, tally: Tally[tuple[str, str]], internal_errors: Tally[str]) -> None:
         for (topic, outcome), n in tally.items():
             self.events.labels(topic, outcome).inc(n)
@@ -254,7 +264,6 @@ class ScorerMetrics:
             self.tier_changes.labels(change.previous_tier, change.new_tier, change.segment).inc()
         for alert in evaluation.alerts:
             self.alerts.labels(alert.rule, alert.severity, alert.state).inc()
-            self.alerts_firing.labels(alert.rule, alert.severity).inc(1 if alert.state == "firing" else -1)
         if evaluation.changed:
             for name, histogram in self.kpi.items():
                 value = snapshot.kpis.value(name)  # type: ignore[arg-type]

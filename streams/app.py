@@ -43,6 +43,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from models.alerts import firing
 from models.codec import StoredStateError
 from models.evaluation import current_snapshot
 from models.event_time import MICROS_PER_SECOND, to_rfc3339
@@ -50,6 +51,7 @@ from models.outputs import SCHEMA_VERSION, TIER_CHANGES
 from models.policy import Policy
 from models.state import CustomerState
 from models.tiering import UNRATED
+from sinks.alertmanager import AlertmanagerSink, FiringAlerts
 from sinks.base import SinkUnavailable
 from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
@@ -215,7 +217,22 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     metrics.initialise(
         [kind.value for kind in names.input_kinds().values()],
         [(rule.name, rule.severity) for rule in policy.alerts],
-        ["redis"],
+        ["redis", "alertmanager"] if settings.alertmanager_url else ["redis"],
+    )
+    firing_alerts = FiringAlerts()
+    alertmanager = (
+        AlertmanagerSink(
+            settings.alertmanager_url,
+            firing_alerts,
+            service=settings.app_id,
+            rules=policy.alerts,
+            customer_url=settings.web_url,
+            partition_of=lambda customer_id: partition_of(customer_id.encode(), settings.partitions),
+            resend_seconds=settings.alertmanager_resend_seconds,
+            on_failure=metrics.sink_errors.labels("alertmanager").inc,
+        )
+        if settings.alertmanager_url
+        else None
     )
     # A table's changelog codecs come from key_type/value_type (bytes: raw).
     state_table, progress_table = TABLES
@@ -247,7 +264,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         max_event_bytes=settings.max_event_bytes,
         cached_states=settings.state_cache_customers,
     )
-    outputs = _Outputs(sinks, redis_sink, metrics, pipeline)
+    outputs = _Outputs(
+        sinks, redis_sink, metrics, pipeline, _Firing(firing_alerts, alertmanager, metrics, policy)
+    )
     input_offsets = InputOffsets(lambda: app.consumer, sorted(inputs))
 
     @app.agent(source)
@@ -298,6 +317,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         await rewind(result)
         delivered = await _watched("tier changes and alerts", outputs.send_outboxes(result, emitted_at))
         store(((cid, result.states[cid]) for cid in delivered), current)
+        outputs.firing.note(result)  # after the alerts topic has them: it is the record
         outputs.observe(result)
 
     async def store_progress(
@@ -357,6 +377,9 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         outputs.update_lag()
         if not redis_sink.healthy:  # with nothing to write, only a probe sees it come back
             await check_sinks()
+        if alertmanager is not None:
+            metrics.sink_up.labels("alertmanager").set(1 if alertmanager.healthy else 0)
+            metrics.sink_waiting.labels("alertmanager").set(alertmanager.waiting)
         await refill_redis(owned)
         await export_rollups()
 
@@ -446,6 +469,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         # Snapshots still waiting for Redis are the new owner's to write now (the progress said
         # Redis was behind): written later from here, they could overwrite newer ones.
         redis_sink.forget(partitions)
+        outputs.firing.forget(partitions)
         outputs.update_population()
 
     @app.task
@@ -460,8 +484,53 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
             log.warning("sink=redis state=down reason=%s", error)
         metrics.sink_up.labels("redis").set(1 if redis_sink.healthy else 0)
 
+    if alertmanager is not None:
+
+        @app.task
+        async def post_alerts() -> None:
+            await alertmanager.run()
+
     _add_web_views(app, settings, policy, customers, metrics, redis_sink)
     return app
+
+
+class _Firing:
+    """Which alerts fire in the partitions owned here, told after each batch's alerts reached
+    their topic: for Alertmanager (when set) and the ``tierpulse_alerts_firing`` gauge."""
+
+    def __init__(
+        self,
+        firing: FiringAlerts,
+        alertmanager: AlertmanagerSink | None,
+        metrics: ScorerMetrics,
+        policy: Policy,
+    ) -> None:
+        self.alerts, self.alertmanager, self.metrics = firing, alertmanager, metrics
+        self.rules = [(rule.name, rule.severity) for rule in policy.alerts]
+        self._counted = -1
+
+    def note(self, result: BatchResult) -> None:
+        tell = self.alertmanager.changed if self.alertmanager is not None else self.alerts.update
+        for customer_id, (partition, state) in result.states.items():
+            tell(partition, customer_id, firing(state))
+        for customer_id, (partition, alerts) in result.firing.items():
+            if customer_id not in result.states:
+                tell(partition, customer_id, alerts)
+        if result.scanned_whole and self.alertmanager is not None:
+            self.alertmanager.adopted(result.scanned_whole)
+        self.count()
+
+    def forget(self, partitions: set[int]) -> None:
+        if self.alertmanager is not None:
+            self.alertmanager.forget(partitions)
+        else:
+            self.alerts.forget(partitions)
+        self.count()
+
+    def count(self) -> None:
+        if self._counted != self.alerts.changes:
+            self._counted = self.alerts.changes
+            self.metrics.set_alerts_firing(self.rules, self.alerts.counts())
 
 
 class _Outputs:
@@ -473,8 +542,10 @@ class _Outputs:
         redis: SnapshotSink,
         metrics: ScorerMetrics,
         pipeline: Pipeline,
+        firing: _Firing,
     ) -> None:
         self.sinks, self.redis, self.metrics, self.pipeline = sinks, redis, metrics, pipeline
+        self.firing = firing
         # What a consumer needs to read a message before parsing it (README, Outputs).
         self.headers = {
             "content-type": b"application/json",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from models.alerts import FiringAlert, firing
 from models.codec import StoredStateError, StoredSummary
 from models.evaluation import Evaluation, Snapshot, current_snapshot, evaluate
 from models.event_time import EARLIEST, EventClock, Window
@@ -99,6 +100,10 @@ class BatchResult:
     outcomes: Tally[tuple[str, str]] = field(default_factory=Tally)
     internal_errors: Tally[str] = field(default_factory=Tally)  # by stage: "message", "evaluation"
     population_changed: bool = False
+    # The adoption scan's customers with firing alerts, beyond ``states`` (customer ->
+    # (partition, alerts)), and the partitions it has now scanned whole.
+    firing: dict[str, tuple[int, list[FiringAlert]]] = field(default_factory=dict)
+    scanned_whole: set[int] = field(default_factory=set)
 
     def outboxes(self) -> list[tuple[str, list[list[Any]]]]:
         """(customer, outputs) for every stored state with outputs not yet delivered."""
@@ -588,12 +593,16 @@ class Pipeline:
                 snapshot = current_snapshot(state, self.policy, self.window)
                 if snapshot is not None:
                     result.snapshots.setdefault(customer_id, snapshot)
+            elif summary.has_alerts:
+                result.firing[customer_id] = (partition, firing(CustomerState.from_bytes(stored)))
             budget -= 1
             if budget == 0:
                 return
         self._walk = None
-        for held in self._held.values():
-            held.scanned = None
+        for partition, held in self._held.items():
+            if held.scanned is not None:
+                result.scanned_whole.add(partition)
+                held.scanned = None
 
     def _keep_decoded(self, touched: dict[str, _Touched], result: BatchResult) -> None:
         """Keep the batch's states decoded for the next batches: those stored, which are as the

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     redis_prefix: str = "tierpulse:"
     # Before 0.4 only the snapshots' prefix was a setting: still honoured for them when set.
     redis_key_prefix: str | None = None
+    # Prometheus Alertmanager (sinks/alertmanager.py): every firing customer alert is posted to
+    # its v2 API and re-posted every resend interval. Empty: the alerts go to Kafka only.
+    alertmanager_url: str = ""
+    alertmanager_resend_seconds: float = Field(60, ge=1)
     web_host: str = "127.0.0.1"
     # When set, the customer pages ask for "Authorization: Bearer <token>"; the probe (/healthz)
     # and /metrics stay open, as probes and scrapers expect.

@@ -11,6 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -50,6 +51,17 @@ def redis_url(layout: services.Layout) -> str:
 @pytest.fixture(scope="session")
 def prometheus_url(layout: services.Layout) -> str:
     return f"http://127.0.0.1:{layout.prometheus_port}"
+
+
+@pytest.fixture(scope="session")
+def alertmanager_url(layout: services.Layout) -> str:
+    return layout.alertmanager_url
+
+
+@pytest.fixture(scope="session")
+def webhook_log(layout: services.Layout) -> Path:
+    """What Alertmanager sent its receivers: one JSON document per notification."""
+    return layout.webhook_log
 
 
 @pytest.fixture

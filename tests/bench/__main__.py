@@ -1,7 +1,7 @@
-"""``python -m tests.bench [core|warmup|catchup|pipeline|peer|adoption|recovery|all] [--customers N]
+"""``python -m tests.bench [core|warmup|catchup|alerts|pipeline|peer|adoption|recovery|all] [--customers N]
 [--days D]``
 
-Without --customers each benchmark runs at its own scale: warmup 200 customers, catchup 300 (35
+Without --customers each benchmark runs at its own scale: warmup 200 customers, catchup and alerts 300 (35
 days), pipeline 1,000 (a month of their events), peer 500 (the demo month), adoption and recovery
 100,000. Results go to bench-results/ (--json-dir DIR).
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from tests.bench import adoption, catchup, core, peer, pipeline, recovery, warmup
+from tests.bench import adoption, alert_noise, catchup, core, peer, pipeline, recovery, warmup
 
 parser = argparse.ArgumentParser(prog="python -m tests.bench")
 parser.add_argument(
     "which",
     nargs="?",
     default="all",
-    choices=["core", "warmup", "catchup", "pipeline", "peer", "adoption", "recovery", "all"],
+    choices=["core", "warmup", "catchup", "alerts", "pipeline", "peer", "adoption", "recovery", "all"],
 )
 parser.add_argument("--customers", type=int, help="customers, for every benchmark chosen")
 parser.add_argument("--days", type=float, help="days of history (pipeline, peer: 30, catchup: 35)")
@@ -29,6 +29,8 @@ if args.which in ("warmup", "all"):
     warmup.main(args.customers or 200, f"{args.json_dir}/warmup.json")
 if args.which in ("catchup", "all"):
     catchup.main(args.customers or 300, args.days or 35, f"{args.json_dir}/catchup.json")
+if args.which in ("alerts", "all"):
+    alert_noise.main(args.customers or 300, args.days or 35, f"{args.json_dir}/alerts.json")
 if args.which in ("pipeline", "all"):
     pipeline.main(args.customers or 1_000, args.days or 30, f"{args.json_dir}/pipeline.json")
 if args.which in ("peer", "all"):

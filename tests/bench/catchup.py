@@ -33,9 +33,10 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 from tqdm import tqdm
 
+from models.alerts import AlertEvent
 from models.event_time import MICROS_PER_DAY, Window
 from models.events import Topic
-from models.policy import load_policy
+from models.policy import Policy, load_policy
 from models.tiering import UNRATED
 from streams import demo
 from streams.pipeline import Pipeline, Record, Routing
@@ -70,10 +71,10 @@ def _partition_of(key: bytes) -> int:
 class _Replay:
     """One scorer over simulated topics: records appended as produced, read by ``read``."""
 
-    def __init__(self, held_back: bool) -> None:
+    def __init__(self, held_back: bool, policy: Policy | None = None) -> None:
         kinds = {name: kind for kind, name in TOPICS.items()} | {"customers": Topic.CUSTOMERS}
         self.pipeline = Pipeline(
-            load_policy(),
+            policy or load_policy(),
             Window(MICROS_PER_DAY, 30),
             Routing(kinds, "rekeyed", "sweep"),
             lateness_us=0,
@@ -85,6 +86,7 @@ class _Replay:
         self.read_to: Counter[Stream] = Counter()
         self.held_back = held_back
         self.changes: list[Change] = []
+        self.alerts: list[AlertEvent] = []
 
     def produce(self, stream: Stream, key: bytes | None, value: bytes | None, headers: Any = None) -> None:
         records = self.streams.setdefault(stream, [])
@@ -99,6 +101,7 @@ class _Replay:
             self.produce(("rekeyed", _partition_of(key)), key, value, headers)
         self.tables.store(result)
         for evaluation in result.evaluations:
+            self.alerts += evaluation.alerts
             change = evaluation.change
             if change is not None:
                 self.changes.append(
@@ -127,7 +130,12 @@ def _live(placed: list[tuple[Stream, bytes | None, bytes | None]]) -> list[Chang
 
 
 def _backlog(placed: list[tuple[Stream, bytes | None, bytes | None]], held_back: bool) -> list[Change]:
-    replay = _Replay(held_back)
+    return read_as_backlog(_Replay(held_back), placed).changes
+
+
+def read_as_backlog(replay: _Replay, placed: list[tuple[Stream, bytes | None, bytes | None]]) -> _Replay:
+    """The messages read as a worker reads a backlog (module docstring)."""
+    held_back = replay.held_back
     for stream, key, value in placed:
         replay.produce(stream, key, value)
     progress = tqdm(total=len(placed), desc="backlog" if held_back else "backlog, v1 watermark", unit="msg")
@@ -140,7 +148,7 @@ def _backlog(placed: list[tuple[Stream, bytes | None, bytes | None]], held_back:
         replay.read(batch)
         progress.update(len(batch))
     progress.close()
-    return replay.changes
+    return replay
 
 
 def figures(changes: list[Change]) -> dict[str, int]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from models.alerts import firing
 from models.evaluation import evaluate
 from models.event_time import MICROS_PER_DAY, Window
 from models.outputs import alert_body
 from models.policy import load_policy, parse_policy
 from models.state import CustomerState
-from tests.unit.builders import complaint, ticket, us
+from tests.unit.builders import complaint, placed, ticket, us
 
 POLICY = load_policy()
 WINDOW = Window(MICROS_PER_DAY, 30)
@@ -93,3 +94,87 @@ def test_alert_ids_pair_firing_with_resolved_and_are_deterministic() -> None:
     first = run()
     assert first == run()
     assert [s for _, s in first] == ["firing", "resolved"] and first[0][0] == first[1][0]
+
+
+def _with_hold(hold: str) -> object:
+    raw = {
+        "version": "held",
+        "tiers": ["strategic", "key"],
+        "default_segment": "base",
+        "segments": {
+            "base": {
+                "weights": {"order_count": 1},
+                "kpis": {"order_count": {"good": 0, "bad": 10}},
+                "tiers": {"strategic": 50, "key": 0},
+            }
+        },
+        "alerts": [
+            {
+                "name": "complaint_burst",
+                "severity": "critical",
+                "kpi": {"name": "complaint_rate", "above": 2},
+                "for": hold,
+                "runbook": "https://runbooks.example/complaint-burst",
+            }
+        ],
+    }
+    return parse_policy(raw)
+
+
+def test_a_hold_down_fires_only_once_the_condition_has_held_that_long_in_event_time() -> None:
+    policy = _with_hold("2h")
+    state = CustomerState("c1")
+    for n in range(3):
+        state.absorb(complaint(f"k{n}", 1, customer="c1"), WINDOW)
+    seen = []
+    for minute in (10, 60, 129, 130, 200):
+        evaluation = evaluate(state, policy, WINDOW, us(1, minute))
+        seen += [(minute, a.state) for a in evaluation.alerts]
+        if minute == 10:  # the sweep must come back when the hold-down ends
+            assert evaluation.due == us(1, 130)
+    assert seen == [(130, "firing")]
+    [alert] = firing(state)
+    assert (alert.rule, alert.fired_as_of, alert.context.tier) == ("complaint_burst", us(1, 130), "strategic")
+
+
+def test_a_condition_that_stops_holding_during_its_hold_down_never_fires_and_starts_over() -> None:
+    policy = _with_hold("1h")
+    state = CustomerState("c1")
+    for n in range(3):
+        state.absorb(complaint(f"k{n}", 1, customer="c1"), WINDOW)
+    assert evaluate(state, policy, WINDOW, us(1, 0)).alerts == ()
+    assert state.status.pending  # holds, waiting for its hold-down
+    for n in range(200):  # 3 complaints over 200 orders: 1.5 per 100, below the threshold of 2
+        state.absorb(placed(f"o{n}", 1 + 20 / 1440, customer="c1"), WINDOW)
+    assert evaluate(state, policy, WINDOW, us(1, 30)).alerts == ()
+    assert not state.status.pending
+    assert evaluate(state, policy, WINDOW, us(1, 60)).alerts == ()  # the first hold-down's end
+    for n in range(3, 6):
+        state.absorb(complaint(f"k{n}", 1 + 70 / 1440, customer="c1"), WINDOW)
+    assert evaluate(state, policy, WINDOW, us(1, 70)).alerts == ()  # a new hold-down from here
+    stored = CustomerState.from_bytes(state.to_bytes())  # the pending instant is stored
+    assert evaluate(stored, policy, WINDOW, us(1, 129)).alerts == ()
+    assert [a.state for a in evaluate(stored, policy, WINDOW, us(1, 130)).alerts] == ["firing"]
+
+
+def test_an_alert_resolves_with_the_labels_it_fired_with_though_the_customer_moved() -> None:
+    state = CustomerState("vip", profile={"customer_id": "vip", "account_manager": "ana", "region": "north"})
+    state.absorb(ticket("t-7", "opened", 1, 0, customer="vip", priority="P1"), WINDOW)
+    evaluate(state, ALWAYS_STRATEGIC, WINDOW, us(1, 30))
+    [before] = firing(CustomerState.from_bytes(state.to_bytes()))
+    state.profile = {"customer_id": "vip", "account_manager": "bo", "region": "south"}
+    [after] = firing(state)
+    assert before == after
+    assert (after.subject, after.context.account_manager, after.context.region) == ("t-7", "ana", "north")
+    assert (after.value, after.threshold) == (30.0, 30.0)
+
+
+def test_a_hold_down_and_a_runbook_are_checked_when_the_policy_loads() -> None:
+    import pytest
+
+    from models.policy import PolicyError
+
+    with pytest.raises(PolicyError) as refused:
+        _with_hold("soon")
+    assert "alerts.0.for" in str(refused.value)
+    assert _with_hold("90s").alerts[0].hold_us == 90_000_000  # type: ignore[attr-defined]

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from deploy.services import WEBHOOK_PLACEHOLDER
 from streams.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 README = (DEPLOY.parent / "README.md").read_text()
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 
 
 def _settings_variables() -> set[str]:
@@ -44,6 +47,8 @@ def test_every_variable_the_deploy_files_set_is_a_setting() -> None:
         "TIERPULSE_KAFKA_SECURED_PORT",
         "TIERPULSE_REDIS_PORT",
         "TIERPULSE_PROMETHEUS_PORT",
+        "TIERPULSE_ALERTMANAGER_PORT",
+        "TIERPULSE_WEBHOOK_PORT",
         "TIERPULSE_TOPICS__",
     }
     assert {v for v in documented if not v.endswith("_")} - known == set()
@@ -51,7 +56,8 @@ def test_every_variable_the_deploy_files_set_is_a_setting() -> None:
 
 def test_compose_parses_and_mounts_files_that_exist() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    assert {"kafka", "redis", "prometheus", "grafana", "worker-1", "worker-2"} <= compose["services"].keys()
+    expected = {"kafka", "redis", "prometheus", "alertmanager", "webhook", "grafana", "worker-1", "worker-2"}
+    assert expected <= compose["services"].keys()
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -67,9 +73,76 @@ def test_compose_parses_and_mounts_files_that_exist() -> None:
     assert provider["providers"][0]["options"]["path"] in grafana_mounts
 
 
+def test_compose_alerts_through_its_alertmanager_to_the_webhook_service() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert services["alertmanager"]["image"] == "prom/alertmanager:v0.25.0"
+    assert services["alertmanager"]["ports"] == ["9093:9093"]
+    for worker in ("worker-1", "worker-2"):
+        assert services[worker]["environment"]["TIERPULSE_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    # The route file is mounted as is; the start command puts the webhook service in place of
+    # the local receiver, the same placeholder deploy/services.py replaces.
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in services["alertmanager"]["volumes"]}
+    routes = mounted["./alertmanager/alertmanager.yml"]
+    start = services["alertmanager"]["command"][0]
+    assert f"sed 's#{WEBHOOK_PLACEHOLDER}#http://webhook:9095#' {routes}" in start
+    assert "--cluster.listen-address=" in start
+    webhook = services["webhook"]
+    assert "--port=9095" in webhook["command"] and "--host=0.0.0.0" in webhook["command"]
+    assert "./webhook_receiver.py:/opt/tierpulse/webhook_receiver.py:ro" in webhook["volumes"]
+    assert "/opt/tierpulse/webhook_receiver.py" in webhook["command"]
+
+
+def _route_matches(route: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Alertmanager's matchers: `=` and anchored `=~` (Python's re agrees with RE2 on these)."""
+    for matcher in route["matchers"]:
+        parsed = re.fullmatch(r'(\w+)(=~|=)"(.*)"', matcher)
+        assert parsed, matcher
+        name, op, value = parsed.groups()
+        actual = labels.get(name, "")
+        if not (actual == value if op == "=" else re.fullmatch(value, actual)):
+            return False
+    return True
+
+
+def test_alertmanager_routes_sla_pages_to_their_webhook_and_the_rest_to_operations() -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    route = config["route"]
+    assert route["group_by"] == ["customer_id", "alertname"]
+    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("10s", "1m", "4h")
+    assert route["receiver"] == "operations"
+    [sla] = route["routes"]
+    assert sla["receiver"] == "sla-webhook"
+    assert sorted(sla["matchers"]) == ['alertname=~"(?i).*sla.*"', 'severity="critical"']
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert receivers.keys() == {"operations", "sla-webhook"}
+    assert receivers["sla-webhook"]["webhook_configs"][0]["send_resolved"] is True
+    for receiver in receivers.values():  # deploy/services.py and Compose replace this address
+        assert all(c["url"].startswith(f"{WEBHOOK_PLACEHOLDER}/") for c in receiver["webhook_configs"])
+    [inhibit] = config["inhibit_rules"]
+    assert inhibit == {
+        "source_matchers": ['severity="critical"'],
+        "target_matchers": ['severity="warning"'],
+        "equal": ["customer_id", "alertname"],
+    }
+    # Against the real rules: the critical SLA alert pages, every other alert goes to operations.
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "tierpulse.yml").read_text())
+    alerts = [r for group in rules["groups"] for r in group["rules"] if "alert" in r]
+    paged = {a["alert"] for a in alerts if _route_matches(sla, {"alertname": a["alert"], **a["labels"]})}
+    assert paged == {"TierPulseP1SlaBreach"}
+    assert not _route_matches(sla, {"alertname": "TierPulseP1SlaBreach", "severity": "warning"})
+
+
 def test_kubernetes_manifests_are_consistent() -> None:
-    documents = {d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "k8s" / "tierpulse.yaml").read_text())}
-    assert documents.keys() == {"ConfigMap", "Secret", "Service", "StatefulSet"}
+    every = list(yaml.safe_load_all((DEPLOY / "k8s" / "tierpulse.yaml").read_text()))
+    named = {(d["kind"], d["metadata"]["name"]): d for d in every}
+    assert named.keys() == {
+        *(("ConfigMap", "tierpulse"), ("Secret", "tierpulse"), ("Service", "tierpulse")),
+        *(("StatefulSet", "tierpulse"), ("ConfigMap", "alertmanager"), ("Service", "alertmanager")),
+        ("Deployment", "alertmanager"),
+    }
+    documents = {kind: d for (kind, name), d in named.items() if name == "tierpulse"}
     pod = documents["StatefulSet"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     port = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -95,3 +168,32 @@ def test_the_image_runs_what_the_readme_documents() -> None:
     assert 'tierpulse = "streams.cli:main"' in pyproject
     app = (DEPLOY.parent / "streams" / "app.py").read_text()
     assert '@app.page("/healthz")' in app and '@app.page("/metrics")' in app
+
+
+def test_kubernetes_alertmanager_has_the_repo_routes_and_the_workers_find_it() -> None:
+    named = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in yaml.safe_load_all((DEPLOY / "k8s" / "tierpulse.yaml").read_text())
+    }
+    config = yaml.safe_load(named["ConfigMap", "alertmanager"]["data"]["alertmanager.yml"])
+    source = yaml.safe_load(ALERTMANAGER.read_text())
+    # The same routing as deploy/alertmanager/alertmanager.yml; only the receivers' URLs differ.
+    assert {k: v for k, v in config.items() if k != "receivers"} == {
+        k: v for k, v in source.items() if k != "receivers"
+    }
+    assert [r["name"] for r in config["receivers"]] == [r["name"] for r in source["receivers"]]
+    for receiver in config["receivers"]:
+        assert all(not c["url"].startswith(WEBHOOK_PLACEHOLDER) for c in receiver["webhook_configs"])
+    service = named["Service", "alertmanager"]["spec"]
+    pod = named["Deployment", "alertmanager"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "prom/alertmanager:v0.25.0"
+    assert service["selector"] == named["Deployment", "alertmanager"]["spec"]["selector"]["matchLabels"]
+    assert service["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    url = named["ConfigMap", "tierpulse"]["data"]["TIERPULSE_ALERTMANAGER_URL"]
+    assert url == f"http://alertmanager:{service['ports'][0]['port']}"
+    config_mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config")
+    assert f"--config.file={config_mount}/alertmanager.yml" in container["args"]
+    assert "--cluster.listen-address=" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert pod["securityContext"]["runAsNonRoot"] is True
