@@ -12,6 +12,7 @@ import socketserver
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -228,7 +229,19 @@ async def test_alertmanager_holds_what_fires_after_an_outage_a_kill_and_a_takeov
         + _clock(range(40), 320)
     )
     await _until(_equal_sets(scorer, alertmanager_url, 20), 90, "Alertmanager to hold the 20", scorer)
+    # The gauge, counted from what each worker's partitions store: 20 between the two.
+    assert sum(_firing_gauge(port) for port in scorer.ports[-2:]) == 20
     assert "Traceback" not in scorer.logs()
+
+
+def _firing_gauge(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tierpulse_alerts_firing{")
+    )
 
 
 async def _counted(scorer: ScorerRun, expected: int) -> bool:
