@@ -26,28 +26,19 @@ change the stored state did not decide — the chain of tier changes stays consi
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
+import contextlib
 import logging
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import faust
-from aiokafka.partitioner import murmur2
-from faust.streams import _current_event  # see _CurrentEvents
 from faust.types import TP
-from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
-from models.alerts import firing
 from models.codec import StoredStateError
 from models.evaluation import current_snapshot
 from models.event_time import MICROS_PER_SECOND, to_rfc3339
-from models.outputs import SCHEMA_VERSION, TIER_CHANGES
 from models.policy import Policy
 from models.state import CustomerState
 from models.tiering import UNRATED
@@ -59,79 +50,17 @@ from sinks.redis import NoSnapshots, RedisSnapshotSink, SnapshotSink
 from sinks.rollups import DIMENSIONS, bounded
 from streams.logs import limit_repeats
 from streams.offsets import InputOffsets
+from streams.outputs import FiringNow, Outputs
 from streams.pipeline import BatchResult, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
 from streams.security import faust_credentials
 from streams.settings import Settings, package_version
+from streams.tables import CurrentEvents, FaustTables, partition_of
 from streams.topics import TABLES
+from streams.web import add_web_views
 
 log = logging.getLogger("tierpulse")
 T = TypeVar("T")
-
-
-class FaustTables:
-    """The pipeline's view of the two tables (Faust tables, or dicts keyed by bytes)."""
-
-    def __init__(self, customers: Any, progress: Any, partitions: int, *, copy_to_walk: bool = False) -> None:
-        self.customers, self.partition_progress, self.partitions = customers, progress, partitions
-        # A RocksDB iterator reads a snapshot; the memory store is a dict that batches write to
-        # while a walk goes on, so its walk goes over a copy.
-        self.copy_to_walk = copy_to_walk
-
-    def customer(self, customer_id: str) -> bytes | None:
-        value = self.customers.get(customer_id.encode("utf-8"))
-        return bytes(value) if value is not None else None
-
-    def progress(self, partition: int) -> PartitionProgress | None:
-        value = self.partition_progress.get(str(partition).encode())
-        return PartitionProgress.from_bytes(bytes(value)) if value is not None else None
-
-    def stored_customers(self) -> Iterator[tuple[int, str, bytes]]:
-        items = self.customers.items()
-        for key, value in list(items) if self.copy_to_walk else items:
-            yield partition_of(key, self.partitions), key.decode("utf-8"), bytes(value)
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), as producers keyed by customer_id use it."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-@dataclass(frozen=True)
-class _StandInMessage:
-    topic: str
-    partition: int
-
-
-class _StandInEvent:
-    """The least of an event Faust reads for a table write; a class (not a SimpleNamespace)
-    because Faust holds the current event by weak reference."""
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self.message = _StandInMessage(topic, partition)
-
-
-class _CurrentEvents:
-    """Faust files a table write under the partition of the *current event* (both the
-    changelog and the RocksDB store; it reads the event's ``message.topic`` and
-    ``message.partition`` only). A batch mixes partitions, so each write is made with an event
-    of the customer's own partition as the current one — a stand-in where the batch has none
-    (a sweep's refresh or an adoption scan reaches partitions beyond the batch's)."""
-
-    def __init__(self, events: list[Any], topic: str) -> None:
-        self._events: dict[int, Any] = {e.message.partition: e for e in events}
-        self._topic = topic
-
-    @contextmanager
-    def of(self, partition: int) -> Iterator[None]:
-        event: Any = self._events.get(partition)
-        if event is None:
-            event = self._events[partition] = _StandInEvent(self._topic, partition)
-        token = _current_event.set(weakref.ref(event))
-        try:
-            yield
-        finally:
-            _current_event.reset(token)
 
 
 async def _watched(what: str, step: Awaitable[T]) -> T:
@@ -162,9 +91,31 @@ def _record(event: Any) -> Record:
     return Record(message.topic, message.partition, message.offset, message.key, message.value, dict(pairs))
 
 
-def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry | None = None) -> faust.App:
+class ScorerApp(faust.App):
+    """A Faust app with two hooks of ours: ``before_start`` runs before anything consumes (the
+    topics must exist by then: Faust ignores a source topic that does not), ``on_close`` after
+    everything stopped (the sinks' connections)."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.before_start: list[Callable[[], Awaitable[None]]] = []
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_first_start(self) -> None:
+        for step in self.before_start:
+            await step()
+        await super().on_first_start()
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        for step in self.on_close:
+            with contextlib.suppress(Exception):  # stopping: a connection already gone is fine
+                await step()
+
+
+def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry | None = None) -> ScorerApp:
     names = settings.topics
-    app = faust.App(
+    app = ScorerApp(
         settings.app_id,
         broker=settings.broker,
         broker_credentials=faust_credentials(settings),
@@ -264,8 +215,8 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         max_event_bytes=settings.max_event_bytes,
         cached_states=settings.state_cache_customers,
     )
-    outputs = _Outputs(
-        sinks, redis_sink, metrics, pipeline, _Firing(firing_alerts, alertmanager, metrics, policy)
+    outputs = Outputs(
+        sinks, redis_sink, metrics, pipeline, FiringNow(firing_alerts, alertmanager, metrics, policy)
     )
     input_offsets = InputOffsets(lambda: app.consumer, sorted(inputs))
 
@@ -298,7 +249,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     async def score_batch(events: list[Any], partitions: set[int]) -> None:
         offsets = await input_offsets.held(partitions)
         result = pipeline.process([_record(e) for e in events], tables, time.time_ns() // 1000, offsets)
-        current = _CurrentEvents(events, names.sweep)
+        current = CurrentEvents(events, names.sweep)
         for delivered in await _watched("dead letters and re-keyed input", outputs.send_input_side(result)):
             input_offsets.produced(delivered.topic, delivered.partition, delivered.offset)
         store(result.states.items(), current)
@@ -321,7 +272,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         outputs.observe(result)
 
     async def store_progress(
-        reached: dict[int, PartitionProgress], current: _CurrentEvents, redis_behind: bool
+        reached: dict[int, PartitionProgress], current: CurrentEvents, redis_behind: bool
     ) -> None:
         for partition, progress_now in reached.items():
             progress_now.redis_behind |= redis_behind
@@ -329,7 +280,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
                 progress[str(partition).encode()] = progress_now.to_bytes()
         await _watched("the changelog", _flush_until_acked(app.producer))
 
-    def store(states: Iterable[tuple[str, tuple[int, CustomerState]]], current: _CurrentEvents) -> None:
+    def store(states: Iterable[tuple[str, tuple[int, CustomerState]]], current: CurrentEvents) -> None:
         for customer_id, (partition, state) in states:
             encoded = state.to_bytes()
             metrics.state_bytes.observe(len(encoded))
@@ -490,262 +441,8 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         async def post_alerts() -> None:
             await alertmanager.run()
 
-    _add_web_views(app, settings, policy, customers, metrics, redis_sink)
+    app.on_close.append(redis_sink.close)
+    if alertmanager is not None:
+        app.on_close.append(alertmanager.close)
+    add_web_views(app, settings, policy, customers, metrics, redis_sink, alertmanager)
     return app
-
-
-class _Firing:
-    """Which alerts fire in the partitions owned here, told after each batch's alerts reached
-    their topic: for Alertmanager (when set) and the ``tierpulse_alerts_firing`` gauge."""
-
-    def __init__(
-        self,
-        firing: FiringAlerts,
-        alertmanager: AlertmanagerSink | None,
-        metrics: ScorerMetrics,
-        policy: Policy,
-    ) -> None:
-        self.alerts, self.alertmanager, self.metrics = firing, alertmanager, metrics
-        self.rules = [(rule.name, rule.severity) for rule in policy.alerts]
-        self._counted = -1
-
-    def note(self, result: BatchResult) -> None:
-        tell = self.alertmanager.changed if self.alertmanager is not None else self.alerts.update
-        for customer_id, (partition, state) in result.states.items():
-            tell(partition, customer_id, firing(state))
-        for customer_id, (partition, alerts) in result.firing.items():
-            if customer_id not in result.states:
-                tell(partition, customer_id, alerts)
-        if result.scanned_whole and self.alertmanager is not None:
-            self.alertmanager.adopted(result.scanned_whole)
-        self.count()
-
-    def forget(self, partitions: set[int]) -> None:
-        if self.alertmanager is not None:
-            self.alertmanager.forget(partitions)
-        else:
-            self.alerts.forget(partitions)
-        self.count()
-
-    def count(self) -> None:
-        if self._counted != self.alerts.changes:
-            self._counted = self.alerts.changes
-            self.metrics.set_alerts_firing(self.rules, self.alerts.counts())
-
-
-class _Outputs:
-    """Steps 1, 3 and 5 of the module docstring, and the metrics that go with them."""
-
-    def __init__(
-        self,
-        sinks: dict[str, KafkaTopicSink],
-        redis: SnapshotSink,
-        metrics: ScorerMetrics,
-        pipeline: Pipeline,
-        firing: _Firing,
-    ) -> None:
-        self.sinks, self.redis, self.metrics, self.pipeline = sinks, redis, metrics, pipeline
-        self.firing = firing
-        # What a consumer needs to read a message before parsing it (README, Outputs).
-        self.headers = {
-            "content-type": b"application/json",
-            "tierpulse-schema-version": SCHEMA_VERSION.encode(),
-            "tierpulse-policy-version": pipeline.policy.version.encode(),
-        }
-
-    async def send_input_side(self, result: BatchResult) -> list[Any]:
-        """Dead letters and re-keyed input: delivered before the batch's offsets can commit.
-        Returns the re-keyed messages' metadata (where they landed)."""
-        received = to_rfc3339(time.time_ns() // 1000)
-        for key, letter in result.dead_letters:
-            body = json.dumps({**letter, "dead_lettered_at": received}, ensure_ascii=False).encode()
-            self.sinks["dead_letters"].add_raw(key, body, self.headers)
-            self.metrics.dead_letters.labels(letter["topic"]).inc()
-        for key, value, headers in result.rekeyed:
-            self.sinks["rekeyed"].add_raw(key, value, headers)
-            self.metrics.rekeyed.labels(headers.get("tierpulse-kind", b"").decode()).inc()
-        await self.sinks["dead_letters"].flush()
-        return await self.sinks["rekeyed"].flush()
-
-    async def send_snapshots(self, result: BatchResult, emitted_at: str) -> None:
-        """Snapshots, and the tier changes about to be sent (as sent) for the histories."""
-        for customer_id, snapshot in result.snapshots.items():
-            self.redis.add(snapshot, result.states[customer_id][0])
-        for _, outbox in result.outboxes():
-            for kind, body in outbox:
-                if kind == TIER_CHANGES:
-                    self.redis.add_history({**body, "emitted_at": emitted_at})
-        try:
-            await self.redis.flush()
-        except SinkUnavailable as error:
-            self.metrics.sink_errors.labels("redis").inc()
-            log.warning("sink=redis state=down waiting=%d reason=%s", self.redis.waiting, error)
-        # Down also while it waits out its back-off between tries.
-        self.metrics.sink_up.labels("redis").set(1 if self.redis.healthy else 0)
-        self.metrics.sink_waiting.labels("redis").set(self.redis.waiting)
-
-    async def send_outboxes(self, result: BatchResult, emitted_at: str) -> list[str]:
-        """Send every stored outbox, await delivery, empty them; return the customers emptied."""
-        delivered = []
-        for customer_id, outbox in result.outboxes():
-            for kind, body in outbox:
-                self.sinks[str(kind)].add((customer_id, {**body, "emitted_at": emitted_at}), self.headers)
-                log.info(
-                    "emit %s customer=%s %s",
-                    kind,
-                    customer_id,
-                    " ".join(f"{k}={body[k]}" for k in _LOGGED if k in body),
-                )
-            delivered.append(customer_id)
-        await self.sinks["tier_changes"].flush()
-        await self.sinks["alerts"].flush()
-        for customer_id in delivered:
-            result.states[customer_id][1].status.outbox.clear()
-        return delivered
-
-    def observe(self, result: BatchResult) -> None:
-        for evaluation in result.evaluations:
-            self.metrics.observe(evaluation)
-        self.metrics.count_outcomes(result.outcomes, result.internal_errors)
-        self.metrics.state_cache.set(self.pipeline.cached())
-        if result.population_changed:
-            self.update_population()
-
-    def update_population(self) -> None:
-        totals: dict[tuple[str, str], int] = {}
-        for tally in self.pipeline.population.values():
-            for key, n in tally.items():
-                totals[key] = totals.get(key, 0) + n
-        self.metrics.customers.clear()
-        for (tier, segment), n in totals.items():
-            self.metrics.customers.labels(tier, segment).set(n)
-
-    def update_lag(self) -> None:
-        now = time.time_ns() // 1000
-        for partition in list(self.pipeline.population):
-            as_of = self.pipeline.as_of(partition)
-            if as_of is not None:
-                self.metrics.event_time_lag.labels(str(partition)).set((now - as_of) / MICROS_PER_SECOND)
-                self.metrics.watermark.labels(str(partition)).set(as_of / MICROS_PER_SECOND)
-
-
-_LOGGED = ("previous_tier", "new_tier", "score", "rule", "state", "value", "as_of")
-
-
-def _add_web_views(
-    app: faust.App,
-    settings: Settings,
-    policy: Policy,
-    customers: Any,
-    metrics: ScorerMetrics,
-    redis_sink: SnapshotSink,
-) -> None:
-    token = None if settings.http_token is None else f"Bearer {settings.http_token.get_secret_value()}"
-
-    def refused(web: View, request: Request) -> Response | None:
-        """401 unless the request carries the token (when one is set)."""
-        given = request.headers.get("Authorization", "")
-        if token is None or hmac.compare_digest(given.encode(), token.encode()):
-            return None
-        return web.json(
-            {"error": "a bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"}
-        )
-
-    @app.page("/customers/{customer_id}")
-    @app.table_route(table=customers, match_info="customer_id")
-    async def customer(web: View, request: Request, customer_id: str) -> Response:
-        if (refusal := refused(web, request)) is not None:
-            return refusal
-        stored = customers.get(customer_id.encode("utf-8"))
-        snapshot = (
-            None
-            if stored is None
-            else current_snapshot(CustomerState.from_bytes(bytes(stored)), policy, settings.window)
-        )
-        if snapshot is None:
-            return web.json({"error": f"unknown customer {customer_id}"}, status=404)
-        return web.json(snapshot.as_json())
-
-    @app.page("/customers/{customer_id}/history")
-    async def history(web: View, request: Request, customer_id: str) -> Response:
-        """The last 50 tier changes, newest first, as sent (kept in Redis: any worker answers)."""
-        if (refusal := refused(web, request)) is not None:
-            return refusal
-        try:
-            return web.json(await redis_sink.history(customer_id))
-        except SinkUnavailable as error:
-            return web.json({"error": str(error)}, status=503)
-
-    @app.page("/customers")
-    async def customers_in(web: View, request: Request) -> Response:
-        """Customer ids by tier and owner, sorted, a page at a time: ?tier=&account_manager=
-        &region=&limit= (default 100, at most 1000) &cursor= (the last id of the previous page)."""
-        if (refusal := refused(web, request)) is not None:
-            return refusal
-        query = request.query
-        owners = {d: query[d] for d in DIMENSIONS if query.get(d)}
-        try:
-            limit = min(max(int(query.get("limit", 100)), 1), 1000)
-            found = await redis_sink.customers(query.get("tier") or None, owners)
-        except ValueError:
-            return web.json({"error": "limit must be a whole number"}, status=400)
-        except SinkUnavailable as error:
-            return web.json({"error": str(error)}, status=503)
-        cursor = query.get("cursor")
-        page = [c for c in found if cursor is None or c > cursor][:limit]
-        more = len(page) == limit and page[-1] != found[-1]
-        return web.json({"customers": page, "cursor": page[-1] if more else None})
-
-    @app.page("/rollups/{dimension}")
-    async def rollups(web: View, request: Request, dimension: str) -> Response:
-        """Every account manager's or region's rollup (contract v2 §5), by revenue."""
-        if (refusal := refused(web, request)) is not None:
-            return refusal
-        if dimension not in DIMENSIONS:
-            return web.json({"error": f"no dimension {dimension}: {' or '.join(DIMENSIONS)}"}, status=404)
-        try:
-            return web.json(await redis_sink.rollups(dimension))
-        except SinkUnavailable as error:
-            return web.json({"error": str(error)}, status=503)
-
-    @app.page("/rollups/{dimension}/{name}")
-    async def rollup(web: View, request: Request, dimension: str, name: str) -> Response:
-        """One rollup with its customers per tier."""
-        if (refusal := refused(web, request)) is not None:
-            return refusal
-        try:
-            found = await redis_sink.rollup(dimension, name) if dimension in DIMENSIONS else None
-        except SinkUnavailable as error:
-            return web.json({"error": str(error)}, status=503)
-        if found is None:
-            return web.json({"error": f"no rollup {dimension}/{name}"}, status=404)
-        return web.json({"dimension": dimension, "name": name, **found})
-
-    def health() -> dict[str, object]:
-        return {
-            "redis": _sink_state(redis_sink),
-            "redis_waiting": redis_sink.waiting,
-            "rebalancing": bool(app.rebalancing),
-            "policy_version": policy.version,
-        }
-
-    @app.page("/healthz")
-    async def healthz(web: View, request: Request) -> Response:
-        """Liveness: the process serves requests (a restart would not bring Redis back)."""
-        return web.json({"status": "ok", **health()})
-
-    @app.page("/readyz")
-    async def readyz(web: View, request: Request) -> Response:
-        """Readiness: 503 while Redis (when configured) is down or a rebalance is under way,
-        so that a probe takes the worker out of a load balancer then."""
-        state = health()
-        ready = state["redis"] != "down" and not state["rebalancing"]
-        return web.json({"status": "ready" if ready else "not ready", **state}, status=200 if ready else 503)
-
-    @app.page("/metrics")
-    async def prometheus(web: View, request: Request) -> Response:
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-
-def _sink_state(sink: SnapshotSink) -> str:
-    return "off" if isinstance(sink, NoSnapshots) else "up" if sink.healthy else "down"

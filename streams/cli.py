@@ -35,13 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierpulse", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tierpulse {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    worker = commands.add_parser(
         "worker",
         help="run one scorer worker (Faust)",
-        description="Run one scorer worker. It is configured by environment variables only "
+        description="Run one scorer worker. It is configured by environment variables "
         "(README, 'Running the scorer'); every one, with its default:",
         epilog=_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    worker.add_argument(
+        "-l",
+        "--loglevel",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="log level (default: TIERPULSE_LOG_LEVEL, info)",
     )
     demo_cmd = commands.add_parser("demo", help="produce a realistic event stream")
     demo_cmd.add_argument("--customers", type=int, default=300)
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "worker":
+            if args.loglevel:
+                settings = settings.model_copy(update={"log_level": args.loglevel})
             return _worker(settings)
         if args.command == "demo":
             asyncio.run(_demo(settings, args.customers, args.backfill_days, args.live_seconds, args.seed))

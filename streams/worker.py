@@ -1,10 +1,9 @@
 """Entry module for ``faust -A streams.worker worker``: the app built from the environment.
 
-Like ``tierpulse worker``, it refuses a bad policy and creates missing topics first (a Faust
-worker ignores a source topic that does not exist when it starts).
+Like ``tierpulse worker``, it refuses a bad policy and creates missing topics first — when the
+worker starts, not when this module is imported (``faust -A streams.worker worker --help``
+needs no broker).
 """
-
-import asyncio
 
 from models.policy import load_policy
 from streams.app import create_app
@@ -13,5 +12,11 @@ from streams.topics import ensure_topics
 
 settings = Settings()
 policy = load_policy(settings.policy_path)
-asyncio.run(ensure_topics(settings))
 app = create_app(settings, policy)
+
+
+async def _create_topics() -> None:
+    await ensure_topics(settings)
+
+
+app.before_start.append(_create_topics)

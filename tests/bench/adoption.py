@@ -22,10 +22,10 @@ from models.events import Invalid, Topic, decode
 from models.policy import load_policy
 from models.state import CustomerState
 from streams import demo
-from streams.app import FaustTables
 from streams.pipeline import IDLE_AFTER_US, Pipeline, Record, Routing
 from streams.positions import PartitionProgress
 from streams.settings import Settings
+from streams.tables import FaustTables
 
 PARTITIONS = 4
 

@@ -40,9 +40,9 @@ from models.events import Invalid, Topic, decode
 from models.policy import load_policy
 from models.state import CustomerState
 from streams import demo
-from streams.app import partition_of
 from streams.positions import PartitionProgress
 from streams.settings import Settings
+from streams.tables import partition_of
 from streams.topics import TABLES, ensure_topics
 from tests.integration.harness import ScorerRun
 

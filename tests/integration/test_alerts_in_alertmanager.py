@@ -145,6 +145,7 @@ async def test_an_alert_reaches_alertmanager_with_its_labels_is_silenced_and_res
     [(alert_id, held)] = _held(alertmanager_url, scorer.name).items()
     [fired] = await scorer.read("alerts")
     assert fired["alert_id"] == alert_id
+    assert http_json(f"http://127.0.0.1:{port}/readyz")[1]["alertmanager"] == "up"
     status, snapshot = http_json(
         f"http://127.0.0.1:{port}/customers/{quote(customer)}"
     )  # unchanged since it fired

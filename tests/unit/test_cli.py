@@ -83,3 +83,37 @@ def test_worker_help_lists_every_variable_and_no_secret(
     text = capsys.readouterr().out
     assert "TIERPULSE_PARTITIONS=4" in text and "TIERPULSE_TOPICS__ORDERS=orders" in text
     assert "TIERPULSE_STATE_CACHE_CUSTOMERS=1000" in text and "hunter2-help" not in text
+
+
+def test_the_worker_takes_a_log_level_and_refuses_one_that_is_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(cli, "_worker", lambda settings: started.append(settings.log_level) or 0)
+    assert cli.main(["worker", "-l", "debug"]) == 0
+    assert started == ["debug"]
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["worker", "-l", "loud"])
+    assert refused.value.code == 2 and "invalid choice: 'loud'" in capsys.readouterr().err
+
+
+def test_importing_the_faust_entry_module_touches_no_broker(tmp_path: Path) -> None:
+    # `faust -A streams.worker worker --help` imports it: with no Kafka, it must still answer.
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "TIERPULSE_BROKER": "kafka://127.0.0.1:9",  # nothing listens on the discard port
+        "TIERPULSE_DATA_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import streams.worker as w; print(type(w.app).__name__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ScorerApp"

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from faust.streams import current_event
 
-from streams.app import _CurrentEvents
+from streams.tables import CurrentEvents as _CurrentEvents
 
 
 def _event(topic: str, partition: int) -> SimpleNamespace:
