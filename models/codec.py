@@ -14,8 +14,9 @@ Formats:
 * 4 (0.4) — the JSON part adds [amount, cost] per order, [effort, ticket_id] per ticket (the id
   names an alert's subject), the earliest placed orders, the revenue of forgotten orders and
   the invoices.
-  0.6 adds to the head whether alerts are firing, and to the tier status the alerts waiting
-  for their hold-down (``pending``); 0.6 reads 0.4's states, 0.5 cannot read 0.6's.
+  0.6 adds to the head whether alerts are firing and the KPI bands (models/kpi_bands.py), and
+  to the tier status the alerts waiting for their hold-down (``pending``); 0.6 reads 0.4's
+  states, 0.5 cannot read 0.6's.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class StoredSummary:
     refresh: int | None
     has_outbox: bool
     has_alerts: bool  # firing alerts (True when not known: written before 0.6)
+    bands: tuple[int, ...]  # KPI bands of the last evaluation (none before 0.6)
 
     @classmethod
     def of(cls, raw: bytes) -> StoredSummary:
@@ -86,6 +88,7 @@ def encode(state: CustomerState) -> bytes:
             *(getattr(status, n) for n in SUMMARY_FIELDS),
             bool(status.outbox),
             bool(status.alerts),
+            status.bands,
         ]
     )
     orders, tickets = list(state.orders.items()), list(state.tickets.items())
@@ -150,6 +153,7 @@ def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
         profile, history, decimals, rest, ticket_meta, first_placed, forgotten, invoices = meta
     status = TierStatus(
         **{name: getattr(summary, name) for name in (*SUMMARY_FIELDS, "due", "refresh")},
+        bands=list(summary.bands),
         **dict(zip(META_FIELDS, rest, strict=False)),
     )
     state = state_type(
@@ -203,10 +207,20 @@ def _read_head(raw: bytes) -> tuple[StoredSummary, int]:
     _, due, refresh, length = _HEAD.unpack_from(raw)
     end = _HEAD.size + length
     customer_id, as_of, version, tier, segment, has_outbox, *since_0_6 = json.loads(raw[_HEAD.size : end])
-    has_alerts = since_0_6[0] if since_0_6 else True
-    return StoredSummary(
-        customer_id, as_of, version, tier, segment, _value(due), _value(refresh), has_outbox, has_alerts
-    ), end
+    has_alerts, bands = (since_0_6[0], tuple(since_0_6[1])) if since_0_6 else (True, ())
+    summary = StoredSummary(
+        customer_id,
+        as_of,
+        version,
+        tier,
+        segment,
+        _value(due),
+        _value(refresh),
+        has_outbox,
+        has_alerts,
+        bands,
+    )
+    return summary, end
 
 
 def _rows(body: bytes, at: int, layout: struct.Struct, count: int) -> tuple[Any, int]:

@@ -12,6 +12,7 @@ from hashlib import blake2b
 
 from models.alerts import AlertContext, AlertEvent, conditions, transitions
 from models.event_time import Window, to_rfc3339
+from models.kpi_bands import bands_of
 from models.kpis import KPI_NAMES, Kpis
 from models.outputs import ALERTS, TIER_CHANGES, alert_body, tier_change_body
 from models.policy import Policy, SegmentPolicy
@@ -123,6 +124,7 @@ def _evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) 
             status.tier, status.change_score = new_tier, score.composite
             status.changes += 1
     status.score, status.as_of = score.composite, as_of
+    status.bands = bands_of(kpis)
     tier = status.tier or UNRATED
     holding = conditions(policy.alerts, state, kpis, tier, segment, as_of)
     alerts = transitions(state, holding, kpis, as_of, AlertContext(tier, segment.name, *_owners(state)))

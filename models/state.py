@@ -99,6 +99,7 @@ class TierStatus:
     refresh: int | None = None
     # Conditions that hold but wait for their rule's hold-down (``for``): key -> when they fire.
     pending: dict[str, int] = field(default_factory=dict)
+    bands: list[int] = field(default_factory=list)  # of the last evaluation (models/kpi_bands.py)
 
     def copy(self) -> TierStatus:
         """A copy to restore after a failed evaluation (copy.copy is several times slower)."""

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from models.evaluation import Evaluation
+from models.kpi_bands import KPI_BANDS, band_label
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: no use on dashboards
 
@@ -62,6 +63,12 @@ class ScorerMetrics:
             "tierpulse_customers",
             "Customers per tier and segment (partitions owned here)",
             ["tier", "segment"],
+            registry=registry,
+        )
+        self.kpi_customers = Gauge(
+            "tierpulse_kpi_customers",
+            "Customers per KPI band and segment, as last evaluated (partitions owned here)",
+            ["kpi", "segment", "band"],
             registry=registry,
         )
         self.alerts = Counter(
@@ -249,6 +256,21 @@ class ScorerMetrics:
         """Alerts firing now per rule of the policy, as the partitions owned here store them."""
         for rule, severity in rules:
             self.alerts_firing.labels(rule, severity).set(counts.get((rule, severity), 0))
+
+    def set_population(self, population: Mapping[tuple[str, str, tuple[int, ...]], int]) -> None:
+        """Customers per tier and segment, and per KPI band and segment (models/kpi_bands.py)."""
+        tiers: Tally[tuple[str, str]] = Tally()
+        bands: Tally[tuple[str, str, str]] = Tally()
+        for (tier, segment, banded), n in population.items():
+            tiers[(tier, segment)] += n
+            for kpi, band in zip(KPI_BANDS, banded, strict=False):
+                bands[(kpi, segment, band_label(kpi, band))] += n
+        self.customers.clear()
+        for (tier, segment), n in tiers.items():
+            self.customers.labels(tier, segment).set(n)
+        self.kpi_customers.clear()
+        for (name, segment, label), n in bands.items():
+            self.kpi_customers.labels(name, segment, label).set(n)
 
     def count_outcomes(self, tally: Tally[tuple[str, str]], internal_errors: Tally[str]) -> None:
         for (topic, outcome), n in tally.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from models.alerts import firing
@@ -20,7 +21,7 @@ from sinks.base import SinkUnavailable
 from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
 from sinks.redis import SnapshotSink
-from streams.pipeline import BatchResult, Pipeline
+from streams.pipeline import BatchResult, Counted, Pipeline
 
 log = logging.getLogger("tierpulse")
 
@@ -143,13 +144,10 @@ class Outputs:
             self.update_population()
 
     def update_population(self) -> None:
-        totals: dict[tuple[str, str], int] = {}
+        totals: Counter[Counted] = Counter()
         for tally in self.pipeline.population.values():
-            for key, n in tally.items():
-                totals[key] = totals.get(key, 0) + n
-        self.metrics.customers.clear()
-        for (tier, segment), n in totals.items():
-            self.metrics.customers.labels(tier, segment).set(n)
+            totals.update(tally)
+        self.metrics.set_population(totals)
 
     def update_lag(self) -> None:
         now = time.time_ns() // 1000

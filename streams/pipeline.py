@@ -85,6 +85,10 @@ class Routing:
     partition_of: Callable[[bytes], int] | None = None
 
 
+# What a customer counts as in the tier and KPI-band gauges: (tier, segment, KPI bands).
+Counted = tuple[str, str, tuple[int, ...]]
+
+
 @dataclass
 class BatchResult:
     dead_letters: list[tuple[bytes | None, dict[str, object]]] = field(default_factory=list)  # key, body
@@ -122,7 +126,7 @@ class _Held:
     # The adoption scan (Pipeline._scan): the customers counted already, by the walk or by an
     # event that came first; None once the walk has covered the partition.
     scanned: set[str] | None = field(default_factory=set)
-    population: Tally[tuple[str, str]] = field(default_factory=Tally)  # (tier, segment) -> customers
+    population: Tally[Counted] = field(default_factory=Tally)  # customers by what they count as
     # Its stored progress said Redis may lack some of its snapshots (PartitionProgress): they are
     # all written again (streams/app.py, refill_redis), and until then every progress says so too.
     redis_behind: bool = False
@@ -135,7 +139,7 @@ class _Held:
 class _Touched:
     state: CustomerState
     partition: int
-    was: tuple[str, str] | None  # (tier, segment) before this batch; None for a new customer
+    was: Counted | None  # before this batch; None for a new customer
 
 
 class Pipeline:
@@ -169,7 +173,7 @@ class Pipeline:
         self._walk: Iterator[tuple[int, str, bytes]] | None = None
 
     @property
-    def population(self) -> dict[int, Tally[tuple[str, str]]]:
+    def population(self) -> dict[int, Tally[Counted]]:
         """Customers by (tier, segment), per partition held (the tier gauge)."""
         return {partition: held.population for partition, held in self._held.items()}
 
@@ -473,7 +477,9 @@ class Pipeline:
             scanned.add(customer_id)
         status = state.status
         touched[customer_id] = _Touched(
-            state, partition, _counted_as(status.as_of, status.tier, status.segment) if counted else None
+            state,
+            partition,
+            _counted_as(status.as_of, status.tier, status.segment, status.bands) if counted else None,
         )
         return state
 
@@ -504,7 +510,7 @@ class Pipeline:
         if evaluation.changed or always_write:
             result.snapshots[customer_id] = evaluation.snapshot
         result.states[customer_id] = (entry.partition, entry.state)
-        now = (evaluation.snapshot.tier, evaluation.snapshot.segment)
+        now = (evaluation.snapshot.tier, evaluation.snapshot.segment, tuple(entry.state.status.bands))
         if now != entry.was:
             tally = held.population
             if entry.was is not None:
@@ -578,7 +584,7 @@ class Pipeline:
                 continue  # not adopted here, or adopted by an event
             held.scanned.add(customer_id)
             summary = StoredSummary.of(stored)
-            key = _counted_as(summary.as_of, summary.tier, summary.segment)
+            key = _counted_as(summary.as_of, summary.tier, summary.segment, summary.bands)
             if key is not None:
                 held.population[key] += 1
                 result.population_changed = True
@@ -619,9 +625,11 @@ class Pipeline:
                     held.states.popitem(last=False)
 
 
-def _counted_as(as_of: int | None, tier: str | None, segment: str | None) -> tuple[str, str] | None:
-    """The (tier, segment) a customer counts as in the tier gauge: its last evaluation's."""
-    return None if as_of is None or segment is None else (tier or UNRATED, segment)
+def _counted_as(
+    as_of: int | None, tier: str | None, segment: str | None, bands: Iterable[int]
+) -> Counted | None:
+    """What a customer counts as in the tier and KPI-band gauges: its last evaluation's."""
+    return None if as_of is None or segment is None else (tier or UNRATED, segment, tuple(bands))
 
 
 def _dead_letter(

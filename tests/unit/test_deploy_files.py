@@ -4,6 +4,7 @@ name exists, and the image runs the command the README documents."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,32 @@ from streams.settings import Settings
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 README = (DEPLOY.parent / "README.md").read_text()
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
+RULES = DEPLOY / "prometheus" / "rules" / "tierpulse.yml"
+DASHBOARDS = {
+    p.stem: json.loads(p.read_text()) for p in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+}
+# Grafana's unit ids (packages/grafana-data/src/valueFormats/categories.ts) that suit our series;
+# a misspelt or invented id makes Grafana print the bare number with no unit at all.
+GRAFANA_UNITS = {"none", "short", "percent", "percentunit", "s", "ms", "bytes", "ops", "reqps", "cps"}
+# (dashboard, panel) -> (alert, the comparison in the alert's expression, where the panel's
+# threshold step sits). The downgrade panel draws its line at 1: a count of whole changes is
+# above 0 exactly when it is at least 1, and a line at 0 would not show.
+ALERT_THRESHOLDS = {
+    ("tierpulse-business", "Strategic and key downgrades (15 min)"): (
+        "TierPulseKeyAccountDowngraded",
+        "> 0",
+        1,
+    ),
+    ("tierpulse-business", "At-risk growth in the last hour (share of all customers)"): (
+        "TierPulseAtRiskSurge",
+        "> 0.05 * sum(tierpulse_customers)",
+        0.05,
+    ),
+    ("tierpulse-service", "Consumer lag (messages)"): ("TierPulseConsumerLagGrowing", "> 1000", 1000),
+    ("tierpulse-service", "Invalid share of input"): ("TierPulseDeadLetterRateHigh", "> 0.05", 0.05),
+    ("tierpulse-service", "Sinks up"): ("TierPulseSinkFailing", "== 0", 1),
+    ("tierpulse-service", "Workers not scraped"): ("TierPulseWorkerDown", "== 0", 1),
+}
 
 
 def _settings_variables() -> set[str]:
@@ -166,7 +193,7 @@ def test_the_image_runs_what_the_readme_documents() -> None:
     assert "tierpulse worker" in README
     pyproject = (DEPLOY.parent / "pyproject.toml").read_text()
     assert 'tierpulse = "streams.cli:main"' in pyproject
-    app = (DEPLOY.parent / "streams" / "app.py").read_text()
+    app = (DEPLOY.parent / "streams" / "web.py").read_text()
     assert '@app.page("/healthz")' in app and '@app.page("/metrics")' in app
 
 
@@ -197,3 +224,64 @@ def test_kubernetes_alertmanager_has_the_repo_routes_and_the_workers_find_it() -
     assert "--cluster.listen-address=" in container["args"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def _rules() -> dict[str, dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {rule.get("record") or rule["alert"]: rule for group in groups for rule in group["rules"]}
+
+
+def _panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [panel for panel in board["panels"] if panel["type"] != "row"]
+
+
+def test_every_dashboard_panel_has_a_grafana_unit() -> None:
+    for name, board in DASHBOARDS.items():
+        for panel in _panels(board):
+            assert panel["fieldConfig"]["defaults"].get("unit") in GRAFANA_UNITS, (name, panel["title"])
+
+
+def test_every_template_variable_is_used_by_a_panel() -> None:
+    for name, board in DASHBOARDS.items():
+        queries = " ".join(t["expr"] for panel in _panels(board) for t in panel["targets"])
+        used = set(re.findall(r"\$\{?(\w+)", queries))
+        defined = {variable["name"] for variable in board["templating"]["list"]}
+        assert defined <= used, (name, defined - used)
+
+
+def test_the_dashboards_link_to_each_other_and_share_a_tag() -> None:
+    uids = {board["uid"] for board in DASHBOARDS.values()}
+    assert len(uids) == len(DASHBOARDS) == 3
+    for name, board in DASHBOARDS.items():
+        assert "tierpulse" in board["tags"], name
+        linked = {link["url"].removeprefix("/d/") for link in board["links"] if link["type"] == "link"}
+        assert linked == uids - {board["uid"]}, name
+        assert all(link["keepTime"] for link in board["links"]), name
+
+
+def test_annotations_read_recording_rules_that_exist() -> None:
+    recorded = {name for name, rule in _rules().items() if "record" in rule}
+    for name in ("tierpulse-business", "tierpulse-service"):
+        annotations = DASHBOARDS[name]["annotations"]["list"]
+        named = set()
+        for annotation in annotations:
+            assert annotation["datasource"] == {"type": "prometheus", "uid": "tierpulse-prometheus"}, name
+            found = set(re.findall(r"tierpulse:[\w:]+", annotation["target"]["expr"]))
+            assert found and found <= recorded, (name, annotation["name"], found - recorded)
+            named |= found
+        assert named == {"tierpulse:tier_changes:burst", "tierpulse:worker_started:5m"}, name
+
+
+def test_panels_watched_by_an_alert_draw_its_threshold() -> None:
+    rules = _rules()
+    for (name, title), (alert, comparison, value) in ALERT_THRESHOLDS.items():
+        assert comparison in " ".join(rules[alert]["expr"].split()), (alert, comparison)
+        [panel] = [p for p in DASHBOARDS[name]["panels"] if p["title"] == title]
+        assert alert in panel["description"], title
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["thresholds"]["mode"] == "absolute", title
+        steps = defaults["thresholds"]["steps"]
+        assert steps[0]["value"] is None and [s["value"] for s in steps[1:]] == [value], title
+        assert {s["color"] for s in steps} == {"green", "red"}, title
+        if panel["type"] == "timeseries":
+            assert defaults["custom"]["thresholdsStyle"]["mode"] in ("line", "dashed"), title
