@@ -39,8 +39,7 @@ def add_web_views(
 
     def refused(web: View, request: Request) -> Response | None:
         """401 unless the request carries the token (when one is set)."""
-        given = request.headers.get("Authorization", "")
-        if token is None or hmac.compare_digest(given.encode(), token.encode()):
+        if authorised(request.headers.get("Authorization"), token):
             return None
         return web.json(
             {"error": "a bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"}
@@ -86,10 +85,8 @@ def add_web_views(
             return web.json({"error": "limit must be a whole number"}, status=400)
         except SinkUnavailable as error:
             return web.json({"error": str(error)}, status=503)
-        cursor = query.get("cursor")
-        page = [c for c in found if cursor is None or c > cursor][:limit]
-        more = len(page) == limit and page[-1] != found[-1]
-        return web.json({"customers": page, "cursor": page[-1] if more else None})
+        page, cursor = page_of(found, query.get("cursor"), limit)
+        return web.json({"customers": page, "cursor": cursor})
 
     @app.page("/rollups/{dimension}")
     async def rollups(web: View, request: Request, dimension: str) -> Response:
@@ -136,7 +133,7 @@ def add_web_views(
         """Readiness: 503 while Redis (when configured) is down or a rebalance is under way,
         so that a probe takes the worker out of a load balancer then."""
         state = health()
-        ready = state["redis"] != "down" and not state["rebalancing"]
+        ready = is_ready(state)
         return web.json({"status": "ready" if ready else "not ready", **state}, status=200 if ready else 503)
 
     @app.page("/metrics")
@@ -146,3 +143,22 @@ def add_web_views(
 
 def _sink_state(sink: SnapshotSink) -> str:
     return "off" if isinstance(sink, NoSnapshots) else "up" if sink.healthy else "down"
+
+
+def authorised(given: str | None, token: str | None) -> bool:
+    """Whether a request's Authorization header carries the token (any does when none is set);
+    compared in constant time."""
+    return token is None or hmac.compare_digest((given or "").encode(), token.encode())
+
+
+def page_of(found: list[str], cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+    """One page of sorted ids after ``cursor``, and the cursor of the next page (None: the last)."""
+    page = [c for c in found if cursor is None or c > cursor][:limit]
+    more = bool(page) and len(page) == limit and page[-1] != found[-1]
+    return page, page[-1] if more else None
+
+
+def is_ready(state: dict[str, object]) -> bool:
+    """Readiness: Redis (when configured) up and no rebalance under way. Alertmanager does not
+    count: the alerts still reach their topic, and wait for it."""
+    return state["redis"] != "down" and not state["rebalancing"]

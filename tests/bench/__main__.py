@@ -1,23 +1,34 @@
-"""``python -m tests.bench [core|warmup|catchup|alerts|pipeline|peer|adoption|recovery|all] [--customers N]
-[--days D]``
+"""``python -m tests.bench [core|warmup|catchup|alerts|pipeline|peer|adoption|recovery|memory|all]
+[--customers N] [--days D]``
 
 Without --customers each benchmark runs at its own scale: warmup 200 customers, catchup and alerts 300 (35
 days), pipeline 1,000 (a month of their events), peer 500 (the demo month), adoption and recovery
-100,000. Results go to bench-results/ (--json-dir DIR).
+100,000, memory 1,000,000 (not part of "all"). Results go to bench-results/ (--json-dir DIR).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from tests.bench import adoption, alert_noise, catchup, core, peer, pipeline, recovery, warmup
+from tests.bench import adoption, alert_noise, catchup, core, memory, peer, pipeline, recovery, warmup
 
 parser = argparse.ArgumentParser(prog="python -m tests.bench")
 parser.add_argument(
     "which",
     nargs="?",
     default="all",
-    choices=["core", "warmup", "catchup", "alerts", "pipeline", "peer", "adoption", "recovery", "all"],
+    choices=[
+        "core",
+        "warmup",
+        "catchup",
+        "alerts",
+        "pipeline",
+        "peer",
+        "adoption",
+        "recovery",
+        "memory",
+        "all",
+    ],
 )
 parser.add_argument("--customers", type=int, help="customers, for every benchmark chosen")
 parser.add_argument("--days", type=float, help="days of history (pipeline, peer: 30, catchup: 35)")
@@ -39,3 +50,5 @@ if args.which in ("adoption", "all"):
     adoption.main(args.customers or 100_000, f"{args.json_dir}/adoption.json")
 if args.which in ("recovery", "all"):
     recovery.main(args.customers or 100_000, f"{args.json_dir}/recovery.json")
+if args.which == "memory":  # not in "all": a million customers through one worker take an hour
+    memory.main(args.customers or 1_000_000, f"{args.json_dir}/memory.json")
