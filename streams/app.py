@@ -189,13 +189,20 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     state_table, progress_table = TABLES
     # Faust gives each partition's RocksDB a 2 GiB block cache; the adoption scan reads every
     # state once, so after a rebuild from the changelog 1M customers held 3.8 GB RSS. With 64 MiB
-    # each: 1.3 GB, and the same restart and restore times (tests/bench/RESULTS.md).
+    # each: 1.3 GB, and the same restart and restore times (tests/bench/RESULTS.md). Its write
+    # buffers (3 x 64 MiB a partition by default) filled with every state written until the
+    # first flush: RSS grew 1.7 KB a customer up to 100k customers (deploy/dev bench memory);
+    # 2 x 16 MiB bound that at 128 MiB for four partitions.
     customers = app.Table(
         state_table,
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
-        options={"block_cache_size": 64 * 1024 * 1024},
+        options={
+            "block_cache_size": 64 * 1024 * 1024,
+            "write_buffer_size": 16 * 1024 * 1024,
+            "max_write_buffer_number": 2,
+        },
     )
     progress = app.Table(progress_table, key_type=bytes, value_type=bytes, partitions=settings.partitions)
     tables = FaustTables(

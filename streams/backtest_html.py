@@ -52,6 +52,8 @@ th {{ background: #f5f5f5; }} td.name {{ text-align: left; }}
 {charts}
 <h2>Final tier: baseline (rows) to candidate (columns)</h2>
 {_matrix(summary["transitions"], tiers)}
+<h2>Promoting the candidate now</h2>
+{_promotion(summary["promotion"])}
 <h2>Flapping and alerts</h2>
 {_figures(summary)}
 <h2>Customers that end in another tier</h2>
@@ -148,3 +150,17 @@ def _differing(differing: list[dict[str, Any]], shown: int = 200) -> str:
     names = ("customer", "segment", "baseline", "candidate", "why")
     head = "<tr>" + "".join(f"<th>{name}</th>" for name in names) + "</tr>"
     return f"<table>{head}{''.join(rows)}</table>{more}"
+
+
+def _promotion(promotion: dict[str, Any]) -> str:
+    """Each customer keeps its tier and the candidate decides from there: what the CRM receives."""
+    rows = "".join(
+        f"<tr><td>{escape(m['from'])}</td><td>{escape(m['to'])}</td><td>{m['customers']}</td></tr>"
+        for m in promotion["from_to"]
+    )
+    total = (
+        f"<p>{promotion['tier_changes']} tier changes (each customer keeps its tier; hysteresis applies).</p>"
+    )
+    return total + (
+        f"<table><tr><th>from</th><th>to</th><th>customers</th></tr>{rows}</table>" if rows else ""
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 from models.event_time import MICROS_PER_DAY
 from models.state import CustomerState
-from models.tiering import UNRATED, KpiReason, composite_score
+from models.tiering import UNRATED, KpiReason, composite_score, next_tier
 from streams.backtest import PolicyRun
 
 MOVED_BY = 3  # KPIs named per customer that changed tier
@@ -43,6 +43,7 @@ def compare(baseline: PolicyRun, candidate: PolicyRun, events: int) -> dict[str,
         "transitions": _transitions(baseline, candidate, customers),
         "differing": differing,
         "flapping": {name: _flapping(run, span) for name, run in runs.items()},
+        "promotion": _promotion(baseline, candidate, customers),
         "alerts": {name: dict(sorted(run.alerts.items())) for name, run in runs.items()},
     }
 
@@ -83,6 +84,25 @@ def _daily(run: PolicyRun, span: tuple[int, int] | None) -> list[dict[str, Any]]
         date = datetime.fromtimestamp(day * 86_400, UTC).date().isoformat()
         days.append({"day": date, **Counter(current.values())})
     return days
+
+
+def _promotion(baseline: PolicyRun, candidate: PolicyRun, customers: list[str]) -> dict[str, Any]:
+    """What promoting the candidate now would emit: each customer keeps its tier (the baseline's)
+    and the candidate decides from there at its score, with its bands and hysteresis (contract §4)."""
+    moves: Counter[tuple[str, str]] = Counter()
+    for customer in customers:
+        snapshot, stored = candidate.final.get(customer), candidate.tables.customer(customer)
+        if snapshot is None or snapshot.score is None or stored is None:
+            continue
+        before = _tier(baseline, customer)
+        segment = CustomerState.from_bytes(stored).segment(candidate.policy)
+        after = next_tier(None if before == UNRATED else before, snapshot.score, segment)
+        if after != before:
+            moves[(before, after)] += 1
+    return {
+        "tier_changes": sum(moves.values()),
+        "from_to": [{"from": a, "to": b, "customers": n} for (a, b), n in sorted(moves.items())],
+    }
 
 
 def _transitions(
@@ -184,6 +204,13 @@ def to_text(summary: dict[str, Any], shown: int = 20) -> str:
         f"  alerts fired: {rule:<28}{summary['alerts']['baseline'].get(rule, 0):>6}"
         f"{summary['alerts']['candidate'].get(rule, 0):>11}"
         for rule in rules
+    ]
+    promotion = summary["promotion"]
+    moves = ", ".join(f"{m['from']} -> {m['to']} {m['customers']}" for m in promotion["from_to"])
+    lines += [
+        "",
+        f"  promoting the candidate now: {promotion['tier_changes']} tier changes"
+        + (f" ({moves})" if moves else ""),
     ]
     differing = summary["differing"]
     lines += ["", f"  {len(differing)} customers end in another tier" + (":" if differing else "")]

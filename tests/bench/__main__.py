@@ -1,8 +1,8 @@
-"""``python -m tests.bench [core|warmup|catchup|alerts|pipeline|peer|adoption|recovery|memory|all]
+"""``python -m tests.bench [core|warmup|catchup|alerts|pipeline|peer|adoption|recovery|memory|backtest|all]
 [--customers N] [--days D]``
 
 Without --customers each benchmark runs at its own scale: warmup 200 customers, catchup and alerts 300 (35
-days), pipeline 1,000 (a month of their events), peer 500 (the demo month), adoption and recovery
+days), pipeline 1,000 (a month of their events), peer and backtest 500 (the demo month), adoption and recovery
 100,000, memory 1,000,000 (not part of "all"). Results go to bench-results/ (--json-dir DIR).
 """
 
@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import argparse
 
-from tests.bench import adoption, alert_noise, catchup, core, memory, peer, pipeline, recovery, warmup
+from tests.bench import (
+    adoption,
+    alert_noise,
+    backtest,
+    catchup,
+    core,
+    memory,
+    peer,
+    pipeline,
+    recovery,
+    warmup,
+)
 
 parser = argparse.ArgumentParser(prog="python -m tests.bench")
 parser.add_argument(
@@ -27,6 +38,7 @@ parser.add_argument(
         "adoption",
         "recovery",
         "memory",
+        "backtest",
         "all",
     ],
 )
@@ -46,6 +58,8 @@ if args.which in ("pipeline", "all"):
     pipeline.main(args.customers or 1_000, args.days or 30, f"{args.json_dir}/pipeline.json")
 if args.which in ("peer", "all"):
     peer.main(args.customers or 500, args.days or 30, f"{args.json_dir}/peer.json")
+if args.which in ("backtest", "all"):
+    backtest.main(args.customers or 500, args.days or 30, f"{args.json_dir}/backtest.json")
 if args.which in ("adoption", "all"):
     adoption.main(args.customers or 100_000, f"{args.json_dir}/adoption.json")
 if args.which in ("recovery", "all"):
