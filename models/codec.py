@@ -14,9 +14,9 @@ Formats:
 * 4 (0.4) — the JSON part adds [amount, cost] per order, [effort, ticket_id] per ticket (the id
   names an alert's subject), the earliest placed orders, the revenue of forgotten orders and
   the invoices.
-  0.6 adds to the head whether alerts are firing and the KPI bands (models/kpi_bands.py), and
-  to the tier status the alerts waiting for their hold-down (``pending``); 0.6 reads 0.4's
-  states, 0.5 cannot read 0.6's.
+* 5 (0.6) — the head adds whether alerts are firing and the KPI bands (models/kpi_bands.py);
+  the tier status the alerts waiting for their hold-down (``pending``); an alert's record what it
+  fired with. Read: format 4's states (alerts fired before keep their first six fields).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from models.state import CustomerState
 
-FORMAT = 4
-_READABLE = (3, 4)
+FORMAT = 5
+_READABLE = (3, 4, 5)
 _NONE = -(2**63)  # an absent instant (no event time is that far back)
 _HEAD = struct.Struct("<Bqqi")  # format, due, refresh, length of the JSON summary that follows
 _COUNTS = struct.Struct("<iiiii")  # length of the JSON part, then the number of each kind of row

@@ -70,6 +70,10 @@ class FiringAlerts:
                 for alert in alerts.values():
                     yield partition, alert
 
+    def holds(self, partition: int, alert: FiringAlert) -> bool:
+        """Whether the alert still fires in that partition here."""
+        return alert.alert_id in self._by_partition.get(partition, {}).get(alert.customer_id, {})
+
     def ids(self, partition: int) -> set[str]:
         return {alert.alert_id for _, alert in self.of([partition])}
 
@@ -157,10 +161,14 @@ class AlertmanagerSink:
                 continue
             try:
                 if now >= self._resend_at:
-                    await self._resend()
+                    # Set first: an adoption while this re-post awaits asks for the next at once.
                     self._resend_at = now + self.resend_seconds
+                    await self._resend()
                 await self.flush()
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                self._failed(error)
+            except Exception as error:  # a bug or an answer of a shape we did not expect: never
+                log.exception("sink=alertmanager posting failed")  # let the task die silently
                 self._failed(error)
 
     async def flush(self) -> None:
@@ -170,17 +178,19 @@ class AlertmanagerSink:
             for alert_id, entry in batch.items():
                 if self._waiting.get(alert_id) is entry:  # (not replaced meanwhile)
                     del self._waiting[alert_id]
-        self._failures = 0
 
     async def _resend(self) -> None:
         """Every alert firing here again, with a fresh ``endsAt``; then the reconciliation."""
         now = _now()
-        firing = [self._post(alert, now) for _, alert in self.firing.of()]
+        firing = list(self.firing.of())
         for start in range(0, len(firing), _POST_AT_MOST):
-            await self._send(firing[start : start + _POST_AT_MOST])
+            # Those still firing here: a rebalance between two requests takes partitions away.
+            chunk = [(p, a) for p, a in firing[start : start + _POST_AT_MOST] if self.firing.holds(p, a)]
+            await self._send([self._post(alert, now) for _, alert in chunk])
         if self._adopted:
             await self._reconcile(now)
-        self._failures = 0
+        elif not firing and self._failures:  # nothing to post: ask whether it answers again
+            await self._get("/api/v2/status")
 
     async def _reconcile(self, now: datetime) -> None:
         """Resolve what Alertmanager holds for a partition adopted here that does not fire here."""
@@ -188,13 +198,18 @@ class AlertmanagerSink:
         stale: list[dict[str, Any]] = []
         firing_ids = {p: self.firing.ids(p) for p in self._adopted}
         for alert in held:
-            labels = alert.get("labels", {})
+            labels = alert.get("labels") if isinstance(alert, dict) else None
+            if not isinstance(labels, dict):
+                continue
             customer_id, alert_id = labels.get("customer_id"), labels.get("alert_id")
-            if customer_id is None or alert_id is None:
+            if not isinstance(customer_id, str) or alert_id is None:
                 continue
             partition = self.partition_of(customer_id)
             if partition in firing_ids and alert_id not in firing_ids[partition]:
-                stale.append({"labels": labels, "startsAt": alert.get("startsAt"), "endsAt": _rfc3339(now)})
+                # Never an end before its start (a poster whose clock ran ahead of this one).
+                starts = str(alert.get("startsAt") or _rfc3339(now))
+                ends = max(_rfc3339(now), starts)
+                stale.append({"labels": labels, "startsAt": starts, "endsAt": ends})
         if stale:
             log.info("sink=alertmanager resolving %d alerts no longer firing here", len(stale))
             await self._send(stale)
@@ -253,6 +268,17 @@ class AlertmanagerSink:
         if not alerts:
             return
         async with self._client().post(f"{self.url}/api/v2/alerts", json=alerts) as response:
+            if 400 <= response.status < 500 and response.status not in (408, 429):
+                # Refused for what they are: sending them again would block every alert after
+                # them. Counted and logged; the next re-post sends the firing ones afresh.
+                self.on_failure()
+                log.error(
+                    "sink=alertmanager refused %d alerts status=%d reason=%s",
+                    len(alerts),
+                    response.status,
+                    (await response.text())[:200],
+                )
+                return
             if response.status >= 300:
                 raise aiohttp.ClientResponseError(
                     response.request_info,
@@ -260,13 +286,15 @@ class AlertmanagerSink:
                     status=response.status,
                     message=(await response.text())[:200],
                 )
+        self._failures = 0  # Alertmanager answered
         self.posted += len(alerts)
 
     async def _get(self, path: str, **params: str) -> list[dict[str, Any]]:
         async with self._client().get(f"{self.url}{path}", params=params) as response:
             response.raise_for_status()
-            found: list[dict[str, Any]] = await response.json()
-            return found
+            found = await response.json(content_type=None)
+        self._failures = 0
+        return found if isinstance(found, list) else []
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

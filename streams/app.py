@@ -247,6 +247,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
                 held = pipeline.adopted() | partitions
                 pipeline.forget(held)
                 input_offsets.forget(held)
+                outputs.firing.forget(held)  # told again by the adoption scan
                 await asyncio.sleep(1)  # a failure that repeats must not spin
                 await read_from_stored_positions({(e.message.topic, e.message.partition) for e in events})
             metrics.batch_size.observe(len(events))

@@ -136,6 +136,7 @@ async def replay(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers(settings),
         enable_auto_commit=False,
+        auto_offset_reset="earliest",  # a start below the log start (retention) reads from there
         max_partition_fetch_bytes=8 * 1024 * 1024,
         **aiokafka_options(settings),
     )
@@ -208,7 +209,10 @@ async def _batches(
                 if m.offset < end:
                     headers = {k: bytes(v) for k, v in (m.headers or ())}
                     batch.append(Record(tp.topic, tp.partition, m.offset, m.key, m.value, headers))
-            if messages and messages[-1].offset + 1 >= end:
+        # Done by position, not by the last record seen: the end may be a transaction marker or
+        # a record compacted away, which no fetch returns.
+        for tp in list(left):
+            if await consumer.position(tp) >= bounds[tp].stop:
                 left.discard(tp)
                 consumer.pause(tp)
         if batch:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.event_time import MICROS_PER_DAY
-from models.state import CustomerState
-from models.tiering import UNRATED, KpiReason, composite_score, next_tier
+from models.state import CustomerState, TierStatus
+from models.tiering import UNRATED, KpiReason, composite_score, next_tier, warming_up
 from streams.backtest import PolicyRun
 
 MOVED_BY = 3  # KPIs named per customer that changed tier
@@ -95,7 +95,11 @@ def _promotion(baseline: PolicyRun, candidate: PolicyRun, customers: list[str]) 
         if snapshot is None or snapshot.score is None or stored is None:
             continue
         before = _tier(baseline, customer)
-        segment = CustomerState.from_bytes(stored).segment(candidate.policy)
+        state = CustomerState.from_bytes(stored)
+        segment = state.segment(candidate.policy)
+        unrated = TierStatus(first_seen=state.status.first_seen)  # as the baseline left it
+        if before == UNRATED and warming_up(unrated, segment, snapshot.as_of):
+            continue  # not rated yet under the candidate either: no change to emit
         after = next_tier(None if before == UNRATED else before, snapshot.score, segment)
         if after != before:
             moves[(before, after)] += 1

@@ -447,8 +447,12 @@ class Pipeline:
         if entry is not None:
             return entry.state
         self._adopt(partition, tables, result)
+        scanned = self._held[partition].scanned
+        adopting = scanned is not None and customer_id not in scanned
         state = self._touch(customer_id, partition, tables, touched, new=True)
         assert state is not None
+        if adopting and state.status.alerts:  # (told again if its event is evaluated: states win)
+            result.firing[customer_id] = (partition, firing(state))
         return state
 
     def _touch(
@@ -515,6 +519,8 @@ class Pipeline:
             tally = held.population
             if entry.was is not None:
                 tally[entry.was] -= 1
+                if not tally[entry.was]:  # (many keys: tier, segment and KPI bands)
+                    del tally[entry.was]
             tally[now] += 1
             entry.was = now
             result.population_changed = True

@@ -97,7 +97,11 @@ def test_alert_ids_pair_firing_with_resolved_and_are_deterministic() -> None:
 
 
 def _with_hold(hold: str) -> object:
-    raw = {
+    return parse_policy(_raw(hold))
+
+
+def _raw(hold: str) -> dict[str, object]:
+    return {
         "version": "held",
         "tiers": ["strategic", "key"],
         "default_segment": "base",
@@ -118,7 +122,6 @@ def _with_hold(hold: str) -> object:
             }
         ],
     }
-    return parse_policy(raw)
 
 
 def test_a_hold_down_fires_only_once_the_condition_has_held_that_long_in_event_time() -> None:
@@ -177,4 +180,9 @@ def test_a_hold_down_and_a_runbook_are_checked_when_the_policy_loads() -> None:
     with pytest.raises(PolicyError) as refused:
         _with_hold("soon")
     assert "alerts.0.for" in str(refused.value)
-    assert _with_hold("90s").alerts[0].hold_us == 90_000_000  # type: ignore[attr-defined]
+    held = _with_hold("90s")
+    assert held.alerts[0].hold_us == 90_000_000  # type: ignore[attr-defined]
+    assert held.alerts[0].runbook == "https://runbooks.example/complaint-burst"  # type: ignore[attr-defined]
+    with pytest.raises(PolicyError) as refused:
+        parse_policy({**_raw("1h"), "alerts": [{**_raw("1h")["alerts"][0], "runbook": "wiki/page"}]})
+    assert "alerts.0.runbook" in str(refused.value)
