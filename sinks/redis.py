@@ -103,6 +103,13 @@ class RedisSnapshotSink:
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
         return [json.loads(entry) for entry in entries]
 
+    async def has_snapshot(self, customer_id: str) -> bool:
+        """Whether Redis holds the customer's snapshot. Raises SinkUnavailable."""
+        try:
+            return bool(await self._client.exists(self.key_prefix + customer_id))
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
+
     async def lost(self, partitions: list[int]) -> list[int]:
         """The partitions whose marker is gone: Redis lost what was written for them (a restart
         without persistence, a flush), or never had it. Raises SinkUnavailable."""
@@ -241,6 +248,9 @@ class NoSnapshots:
 
     async def history(self, customer_id: str) -> list[dict[str, object]]:
         raise SinkUnavailable("tier histories live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
+
+    async def has_snapshot(self, customer_id: str) -> bool:
+        raise SinkUnavailable("snapshots live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
 
     async def lost(self, partitions: list[int]) -> list[int]:
         return []

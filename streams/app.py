@@ -57,6 +57,7 @@ from streams.security import faust_credentials
 from streams.settings import Settings, package_version
 from streams.tables import CurrentEvents, FaustTables, partition_of
 from streams.topics import TABLES
+from streams.ui import add_ui_views
 from streams.web import add_web_views
 
 log = logging.getLogger("tierpulse")
@@ -453,4 +454,5 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     if alertmanager is not None:
         app.on_close.append(alertmanager.close)
     add_web_views(app, settings, policy, customers, metrics, redis_sink, alertmanager)
+    add_ui_views(app, settings, policy, customers, redis_sink)
     return app

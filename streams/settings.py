@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     # its v2 API and re-posted every resend interval. Empty: the alerts go to Kafka only.
     alertmanager_url: str = ""
     alertmanager_resend_seconds: float = Field(60, ge=1)
+    # Where people open Grafana and Alertmanager's UI (e.g. https://grafana.example.com): the web
+    # UI's customer page links to the business dashboard for the customer's segment and to the
+    # customer's alerts. Base URLs as a browser reaches them, which may differ from
+    # alertmanager_url (the API the worker posts to). Empty: no link.
+    grafana_url: str = ""
+    alertmanager_ui_url: str = ""
     web_host: str = "127.0.0.1"
     # When set, the customer pages ask for "Authorization: Bearer <token>"; the probe (/healthz)
     # and /metrics stay open, as probes and scrapers expect.

@@ -35,7 +35,7 @@ def add_web_views(
     redis_sink: SnapshotSink,
     alertmanager: AlertmanagerSink | None = None,
 ) -> None:
-    token = None if settings.http_token is None else f"Bearer {settings.http_token.get_secret_value()}"
+    token = bearer_token(settings)
 
     def refused(web: View, request: Request) -> Response | None:
         """401 unless the request carries the token (when one is set)."""
@@ -143,6 +143,11 @@ def add_web_views(
 
 def _sink_state(sink: SnapshotSink) -> str:
     return "off" if isinstance(sink, NoSnapshots) else "up" if sink.healthy else "down"
+
+
+def bearer_token(settings: Settings) -> str | None:
+    """The Authorization header the customer and rollup pages ask for (None: no token set)."""
+    return None if settings.http_token is None else f"Bearer {settings.http_token.get_secret_value()}"
 
 
 def authorised(given: str | None, token: str | None) -> bool:

@@ -1,0 +1,113 @@
+"""The worker's web UI: server-rendered HTML pages for people (the JSON pages are streams/web.py).
+
+``/ui/customers/{customer_id}`` is routed to the worker that owns the customer's partition,
+like ``/customers/{customer_id}``: it reads the customer's state from the table, and its tier
+history from Redis. ``/ui`` (customers per tier, search, a tier's ids a page at a time, the
+rollups per account manager and region) reads Redis, so any worker answers it. With Redis off or
+down the pages say so where they would show what it holds, and show the rest.
+
+What a page shows, and its HTML, is decided in streams/ui_pages.py (pure, tested without a
+worker); this module only reads what the pages need. They ask for the same optional bearer
+token as the JSON pages (``TIERPULSE_HTTP_TOKEN``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from models.alerts import firing
+from models.evaluation import current_snapshot
+from models.policy import Policy
+from models.state import CustomerState
+from models.tiering import UNRATED
+from sinks.base import SinkUnavailable
+from sinks.redis import SnapshotSink
+from sinks.rollups import DIMENSIONS
+from streams.settings import Settings
+from streams.ui_pages import (
+    PAGE_SIZE,
+    customer_href,
+    customer_page,
+    index_page,
+    render_customer,
+    render_index,
+    render_message,
+)
+from streams.web import authorised, bearer_token, page_of
+
+HTML = "text/html"  # aiohttp adds "; charset=utf-8" to a text response
+
+
+def add_ui_views(
+    app: faust.App, settings: Settings, policy: Policy, customers: Any, redis_sink: SnapshotSink
+) -> None:
+    token = bearer_token(settings)
+    tiers = (*policy.tiers, UNRATED)
+
+    def refused(web: View, request: Request) -> Response | None:
+        """401 unless the request carries the token (when one is set)."""
+        if authorised(request.headers.get("Authorization"), token):
+            return None
+        page = render_message("Token required", "These pages ask for the bearer token of the HTTP API.")
+        return web.html(page, content_type=HTML, status=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.page("/ui/customers/{customer_id}")
+    @app.table_route(table=customers, match_info="customer_id")
+    async def customer(web: View, request: Request, customer_id: str) -> Response:
+        if (refusal := refused(web, request)) is not None:
+            return refusal
+        stored = customers.get(customer_id.encode("utf-8"))
+        state = None if stored is None else CustomerState.from_bytes(bytes(stored))
+        snapshot = None if state is None else current_snapshot(state, policy, settings.window)
+        if state is None or snapshot is None:
+            page = render_message("Unknown customer", f"No customer {customer_id} has been scored.")
+            return web.html(page, content_type=HTML, status=404)
+        history: list[dict[str, object]] | None
+        try:
+            history, note = await redis_sink.history(customer_id), ""
+        except SinkUnavailable as error:
+            history, note = None, str(error)
+        view = customer_page(
+            snapshot,
+            state.segment(policy),
+            state.profile,
+            firing(state),
+            history,
+            history_note=note,
+            grafana_url=settings.grafana_url,
+            alertmanager_ui_url=settings.alertmanager_ui_url,
+        )
+        return web.html(render_customer(view), content_type=HTML)
+
+    @app.page("/ui")
+    async def index(web: View, request: Request) -> Response:
+        """Customers per tier and the rollups; ?q= opens a customer's page (when Redis has its
+        snapshot); ?tier=&cursor= lists a tier's ids a page at a time."""
+        if (refusal := refused(web, request)) is not None:
+            return refusal
+        query = request.query.get("q", "").strip()
+        found: bool | None = None
+        if query:
+            try:
+                found = await redis_sink.has_snapshot(query)
+            except SinkUnavailable:
+                found = None
+            if found:
+                return web.html("", content_type=HTML, status=302, headers={"Location": customer_href(query)})
+        tier, cursor = request.query.get("tier") or None, request.query.get("cursor") or None
+        note = ""
+        try:
+            rollups = {d: await redis_sink.rollups(d) for d in DIMENSIONS}
+            listing = None
+            if tier in tiers:
+                page, next_cursor = page_of(await redis_sink.customers(tier, {}), cursor, PAGE_SIZE)
+                listing = (tier, page, cursor, next_cursor)
+        except SinkUnavailable as error:
+            rollups, listing, note = None, None, f"Counts and lists live in Redis: {error}"
+        if tier is not None and tier not in tiers:
+            note = f"No tier {tier}: the tiers are {', '.join(tiers)}."
+        view = index_page(tiers, rollups, query=query, found=found, listing=listing, note=note)
+        return web.html(render_index(view), content_type=HTML)

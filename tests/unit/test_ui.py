@@ -1,0 +1,304 @@
+"""The web UI's pages rendered from real customer states, without a worker: what they show,
+that input data is escaped, that Chinese text is kept, and the index's tiers and paging."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections import Counter
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from models.alerts import firing
+from models.evaluation import Snapshot, current_snapshot, evaluate
+from models.event_time import MICROS_PER_DAY, Window
+from models.events import CustomerProfile
+from models.kpis import KPI_NAMES
+from models.outputs import tier_change_body
+from models.policy import load_policy
+from models.state import CustomerState
+from sinks.redis import NoSnapshots
+from streams.settings import Settings
+from streams.ui import add_ui_views
+from streams.ui_pages import (
+    CustomerPage,
+    customer_page,
+    format_kpi,
+    format_score,
+    index_page,
+    render_customer,
+    render_index,
+    render_message,
+    sparkline,
+)
+from streams.web import page_of
+from tests.unit.builders import delivered, placed, ticket, us
+
+POLICY = load_policy()
+WINDOW = Window(MICROS_PER_DAY, 30)
+XSS = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def scored(
+    customer_id: str, name: str = "王芳", account_manager: str = "李雷", ticket_id: str = "t-9"
+) -> tuple[CustomerState, Snapshot, list[dict[str, Any]]]:
+    """A customer with orders (some late), an unanswered P1 ticket, and two evaluations; its
+    snapshot and its tier history, newest first, as Redis keeps it."""
+    state = CustomerState(customer_id)
+    profile = {"customer_id": customer_id, "segment": "standard", "name": name, "region": "华东"}
+    state.set_profile(CustomerProfile.model_validate({**profile, "account_manager": account_manager}))
+    history = []
+    for n in range(6):
+        state.absorb(placed(f"o{n}", n, amount="900", promised_day=n + 2, customer=customer_id), WINDOW)
+        state.absorb(delivered(f"o{n}", n + (1 if n < 4 else 5), n + 2, customer=customer_id), WINDOW)
+        change = evaluate(state, POLICY, WINDOW, us(n + 3)).change
+        history += [tier_change_body(change)] if change else []
+    state.absorb(ticket(ticket_id, "opened", 9, customer=customer_id, priority="P1"), WINDOW)
+    change = evaluate(state, POLICY, WINDOW, us(9, 90)).change  # the P1 ticket's SLA has passed
+    history += [tier_change_body(change)] if change else []
+    snapshot = current_snapshot(state, POLICY, WINDOW)
+    assert snapshot is not None
+    return state, snapshot, history[::-1]
+
+
+def page_of_customer(state: CustomerState, snapshot: Snapshot, history: Any, **kw: Any) -> CustomerPage:
+    return customer_page(snapshot, state.segment(POLICY), state.profile, firing(state), history, **kw)
+
+
+def rows(html: str, table: str) -> list[tuple[str, str]]:
+    """(kpi, the row's HTML) of one table of the customer page, in page order."""
+    body = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
+    return re.findall(r'<tr data-kpi="([^"]+)">(.*?)</tr>', body, re.S)
+
+
+def test_the_customer_page_shows_its_tier_score_and_every_kpi_value() -> None:
+    state, snapshot, history = scored("客户-0001")
+    html = render_customer(page_of_customer(state, snapshot, history))
+    assert f'id="tier">{snapshot.tier}<' in html
+    assert f'id="score">{format_score(snapshot.score)}<' in html and snapshot.score is not None
+    shown = dict(rows(html, "weighted") + rows(html, "others"))
+    assert sorted(shown) == sorted(KPI_NAMES)  # each KPI once, weighted or not
+    for name in KPI_NAMES:
+        assert f">{format_kpi(name, getattr(snapshot.kpis, name))}<" in shown[name], name
+    assert history and html.count("<li>") == len(history)  # the history, an entry per change
+    assert "<polyline points=" in html
+
+
+def test_chinese_text_is_shown_verbatim_in_a_utf8_page() -> None:
+    state, snapshot, history = scored("客户-0001", name="王芳", account_manager="李雷")
+    html = render_customer(page_of_customer(state, snapshot, history))
+    assert '<meta charset="utf-8">' in html and '<html lang="en">' in html
+    for text in ("客户-0001", "王芳", "李雷", "华东"):
+        assert text in html
+    assert "&#" not in html  # not turned into character references either
+
+
+def test_input_data_is_escaped_and_never_markup() -> None:
+    state, snapshot, history = scored(XSS, name=XSS, account_manager=XSS, ticket_id=XSS)
+    assert any(alert.subject == XSS for alert in firing(state))  # the ticket is shown too
+    page = page_of_customer(
+        state,
+        snapshot,
+        history,
+        grafana_url="https://grafana.example",
+        alertmanager_ui_url="https://am.example",
+    )
+    html = render_customer(page)
+    assert ESCAPED in html and "<script" not in html
+    assert html.count(ESCAPED) >= 4  # id, name, account manager, ticket
+    listing = index_page(
+        ("key", "unrated"),
+        {"account_manager": [{"name": XSS, "revenue": 1.0, "tiers": {"key": 1}, "alerts": {}}]},
+        query=XSS,
+        found=False,
+        listing=("key", [XSS], None, XSS),
+    )
+    html = render_index(listing)
+    assert ESCAPED in html and "<script" not in html
+    assert "%3Cscript%3Ealert%281%29%3C%2Fscript%3E" in html  # in the links, quoted
+    assert "<script" not in render_message(XSS, XSS)
+
+
+def test_weighted_kpis_come_weakest_first_and_their_lost_points_make_up_the_score() -> None:
+    state, snapshot, history = scored("c-weak")
+    page = page_of_customer(state, snapshot, history)
+    lost = [k.points_lost for k in page.weighted]
+    assert lost == sorted(lost, reverse=True) and lost[0] > 0
+    assert page.weighted[0].name == "on_time_delivery_rate"  # two late deliveries out of six
+    assert snapshot.score is not None and abs(100 - sum(lost) - snapshot.score) < 1e-9
+    html = render_customer(page)
+    assert [name for name, _ in rows(html, "weighted")] == [k.name for k in page.weighted]
+
+
+def test_without_redis_the_history_part_says_so_and_the_rest_is_shown() -> None:
+    state, snapshot, _ = scored("c-alone")
+    html = render_customer(page_of_customer(state, snapshot, None, history_note="Redis at x: refused"))
+    assert 'id="history-unavailable"' in html and "Redis at x: refused" in html
+    assert f'id="score">{format_score(snapshot.score)}<' in html
+
+
+def test_links_to_grafana_and_alertmanager_only_when_their_urls_are_set() -> None:
+    state, snapshot, history = scored("客户/7")
+    assert page_of_customer(state, snapshot, history).links == ()
+    page = page_of_customer(
+        state, snapshot, history, grafana_url="https://g.example/", alertmanager_ui_url="https://am.example"
+    )
+    grafana, alertmanager = (link.href for link in page.links)
+    assert grafana == "https://g.example/d/tierpulse-business?var-segment=standard"
+    assert alertmanager.startswith("https://am.example/#/alerts?filter=%7Bcustomer_id%3D%22%E5%AE%A2")
+
+
+def test_the_sparkline_runs_oldest_to_newest_over_the_scores() -> None:
+    assert sparkline([0.0, 100.0]) == "0.0,48.0 240.0,0.0"
+    assert sparkline([50.0]) == "0.0,24.0 240.0,24.0"
+    assert sparkline([]) == "" and sparkline([None]) == ""
+
+
+def test_the_index_lists_the_tiers_the_rollups_and_the_next_page_cursor() -> None:
+    rollups = {
+        "account_manager": [
+            {"name": "李雷", "revenue": 1500.5, "mean_score": 71.25, "tiers": {"key": 2}, "alerts": {}},
+            {
+                "name": "ana",
+                "revenue": 10.0,
+                "mean_score": 20.0,
+                "tiers": {"at_risk": 1},
+                "alerts": {"warning": 2},
+            },
+        ],
+        "region": [
+            {
+                "name": "华东",
+                "revenue": 1510.5,
+                "mean_score": 54.2,
+                "tiers": {"key": 2, "at_risk": 1},
+                "alerts": {},
+            }
+        ],
+    }
+    ids = [f"c{n:02d}" for n in range(7)]
+    page, cursor = page_of(ids, None, 3)
+    view = index_page((*POLICY.tiers, "unrated"), rollups, listing=("key", page, None, cursor))
+    assert [(t.tier, t.customers) for t in view.tiers] == [
+        ("strategic", 0),
+        ("key", 2),
+        ("standard", 0),
+        ("at_risk", 1),
+        ("unrated", 0),
+    ]
+    html = render_index(view)
+    for tier in POLICY.tiers:
+        assert f'href="/ui?tier={tier}">{tier}</a>' in html
+    assert 'id="next" href="/ui?tier=key&amp;cursor=c02"' in html
+    assert all(f'href="/ui/customers/{c}">{c}</a>' in html for c in page) and "c03" not in html
+    assert "李雷" in html and "1,500.50" in html and "71.2" in html
+    assert '<td class="num at-risk">1</td>' in html  # ana's customer at risk
+    last = render_index(index_page(("key",), rollups, listing=("key", ["c06"], "c05", None)))
+    assert 'id="next"' not in last and "after c05" in last
+
+
+def test_the_index_without_redis_and_a_search_for_nobody() -> None:
+    html = render_index(index_page(("key", "unrated"), None, note="Counts and lists live in Redis: down"))
+    assert "Counts and lists live in Redis: down" in html and "—" in html
+    html = render_index(index_page(("key",), {"region": []}, query="nobody", found=False))
+    assert "No customer nobody has a snapshot." in html and 'value="nobody"' in html
+
+
+def test_every_template_is_package_data_of_the_wheel() -> None:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config["package-data"]["streams"]
+    templates = sorted((REPO / "streams" / "templates").iterdir())
+    assert templates
+    for template in templates:
+        assert any(fnmatch(f"templates/{template.name}", p) for p in patterns), template.name
+    assert "jinja2" in " ".join(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
+
+
+class _Pages:
+    """Just enough of a Faust app for add_ui_views: the pages it adds, by path (the routing to
+    the owner is Faust's, and the integration test's)."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, Any] = {}
+
+    def page(self, path: str) -> Any:
+        return lambda handler: self.pages.setdefault(path, handler)
+
+    def table_route(self, **_: Any) -> Any:
+        return lambda handler: handler
+
+
+class _Web:
+    def html(self, value: str, *, content_type: str, status: int = 200, headers: Any = None) -> Any:
+        return {"body": value, "content_type": content_type, "status": status, "headers": headers or {}}
+
+
+class _Request:
+    def __init__(self, query: dict[str, str] | None = None, authorization: str | None = None) -> None:
+        self.query = query or {}
+        self.headers = {"Authorization": authorization} if authorization else {}
+
+
+class _Redis:
+    """The reads the UI makes of the snapshot sink, from a few customers."""
+
+    def __init__(self, snapshots: dict[str, Snapshot], history: list[dict[str, Any]]) -> None:
+        self.snapshots, self.changes = snapshots, history
+
+    async def history(self, customer_id: str) -> list[dict[str, Any]]:
+        return self.changes
+
+    async def has_snapshot(self, customer_id: str) -> bool:
+        return customer_id in self.snapshots
+
+    async def customers(self, tier: str | None, owners: dict[str, str]) -> list[str]:
+        return sorted(c for c, s in self.snapshots.items() if tier is None or s.tier == tier)
+
+    async def rollups(self, dimension: str) -> list[dict[str, Any]]:
+        tiers = Counter(s.tier for s in self.snapshots.values())
+        return [
+            {"name": "unassigned", "revenue": 1.0, "mean_score": None, "tiers": dict(tiers), "alerts": {}}
+        ]
+
+
+def _views(redis_sink: Any, customers: dict[bytes, bytes], **settings: Any) -> dict[str, Any]:
+    app = _Pages()
+    add_ui_views(app, Settings(**settings), POLICY, customers, redis_sink)  # type: ignore[arg-type]
+    return app.pages
+
+
+async def test_the_pages_read_the_table_and_redis_and_say_what_they_cannot_read() -> None:
+    state, snapshot, history = scored("客户-0001")
+    table = {"客户-0001".encode(): state.to_bytes()}
+    pages = _views(_Redis({"客户-0001": snapshot}, history), table)
+    customer, index = pages["/ui/customers/{customer_id}"], pages["/ui"]
+    shown = await customer(_Web(), _Request(), "客户-0001")
+    assert shown["status"] == 200 and shown["content_type"] == "text/html"
+    assert "王芳" in shown["body"] and shown["body"].count("<li>") == len(history)
+    assert (await customer(_Web(), _Request(), "nobody"))["status"] == 404
+    found = await index(_Web(), _Request({"q": " 客户-0001 "}))
+    assert found["status"] == 302 and found["headers"]["Location"] == "/ui/customers/%E5%AE%A2%E6%88%B7-0001"
+    listed = await index(_Web(), _Request({"tier": snapshot.tier}))
+    assert listed["status"] == 200 and 'href="/ui/customers/%E5%AE%A2%E6%88%B7-0001"' in listed["body"]
+    assert "No tier gold" in (await index(_Web(), _Request({"tier": "gold"})))["body"]
+
+    off = _views(NoSnapshots(), table)  # no Redis: the history part and the index say so
+    shown = await off["/ui/customers/{customer_id}"](_Web(), _Request(), "客户-0001")
+    assert shown["status"] == 200 and 'id="history-unavailable"' in shown["body"] and "王芳" in shown["body"]
+    searched = await off["/ui"](_Web(), _Request({"q": "客户-0001"}))
+    assert searched["status"] == 200 and "Counts and lists live in Redis" in searched["body"]
+    assert 'href="/ui/customers/%E5%AE%A2%E6%88%B7-0001"' in searched["body"]  # the page may know
+
+
+async def test_the_pages_ask_for_the_api_token_when_one_is_set() -> None:
+    state, *_ = scored("c1")
+    pages = _views(_Redis({}, []), {b"c1": state.to_bytes()}, http_token="s3cret")
+    for path, args in (("/ui/customers/{customer_id}", ("c1",)), ("/ui", ())):
+        refused = await pages[path](_Web(), _Request(), *args)
+        assert refused["status"] == 401 and refused["headers"] == {"WWW-Authenticate": "Bearer"}
+        assert (await pages[path](_Web(), _Request(authorization="Bearer s3cret"), *args))["status"] == 200
