@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import itertools
 import json
 import logging
 import random
@@ -22,7 +24,6 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from models.events import Topic
 from models.policy import Policy, PolicyError, load_policy
 from models.schemas import input_schemas, output_schemas
 from streams import demo
@@ -187,15 +188,20 @@ async def _demo(settings: Settings, count: int, backfill_days: float, live_secon
             await producer.send(topic_of[message.kind], message.value, key=message.key)
         await producer.flush()
         rng, ends = random.Random(seed), time.monotonic() + live_seconds
-        print(f"demo: {len(backlog)} events of history sent; now live (one event a second per 50 customers)")
+        money_rng = random.Random(f"{seed}:live-money")
+        # What follows an order (delivery, payments, a ticket's answers) waits here for its time.
+        later: list[tuple[datetime, int, demo.Message]] = []
+        order = itertools.count()  # (ties in time go in the order they were made)
+        print(f"demo: {len(backlog)} events of history sent; now live (an order a second, and what follows)")
         while time.monotonic() < ends:
-            start = datetime.now(UTC) - timedelta(seconds=1)
-            chosen = rng.sample(people, max(1, count // 50))
-            for message in demo.history(
-                chosen, start, start + timedelta(seconds=1), seed=rng.getrandbits(32)
-            ):
-                if message.kind is not Topic.CUSTOMERS:
-                    await producer.send(topic_of[message.kind], message.value, key=message.key)
+            now = datetime.now(UTC)
+            weights = [c.orders_per_day for c in people]
+            [customer] = rng.choices(people, weights)
+            for message in demo.live_activity(customer, now, now + timedelta(days=3), rng, money_rng):
+                heapq.heappush(later, (message.occurred_at, next(order), message))
+            while later and later[0][0] <= now:
+                _, _, message = heapq.heappop(later)
+                await producer.send(topic_of[message.kind], message.value, key=message.key)
             await asyncio.sleep(1)
     finally:
         await producer.stop()

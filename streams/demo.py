@@ -100,25 +100,7 @@ def history(
             at = start + timedelta(days=day)
             if at >= end:
                 break
-            stage = (at - start).total_seconds() / span
-            pending += _order_messages(c, rng, money_rng, at, end, stage)
-            opened = at + timedelta(hours=rng.uniform(0, 24))
-            if rng.random() < 0.35 and opened < end:
-                pending += _ticket_messages(c, rng, money_rng, opened, end)
-            flooding = c.behaviour == "complaining" and (at - start).total_seconds() / span > 0.75
-            if flooding or rng.random() < 0.03:
-                severity = rng.choice(["high", "critical"]) if flooding else "low"
-                pending.append(
-                    _event(
-                        Topic.COMPLAINTS,
-                        c,
-                        at,
-                        rng,
-                        complaint_id=_id(rng, "cmp"),
-                        severity=severity,
-                        category="quality" if flooding else "billing",
-                    )
-                )
+            pending += _activity(c, rng, money_rng, at, end, (at - start).total_seconds() / span)
         if c.behaviour == "neglected":  # a P1 opened 45 minutes before the end, never answered
             opened = end - timedelta(minutes=45)
             pending.append(
@@ -126,6 +108,41 @@ def history(
             )
     pending.sort(key=lambda m: m.occurred_at)
     yield from (_mess_up(pending, rng) if messy else pending)
+
+
+def live_activity(
+    c: DemoCustomer, at: datetime, horizon: datetime, rng: random.Random, money_rng: random.Random
+) -> list[Message]:
+    """One order of the customer at ``at`` and what follows from it up to ``horizon`` (delivery,
+    invoice and payments, perhaps a ticket with its answers, a complaint): the live demo's unit,
+    at the end of each customer's story (a degrading customer stays degraded)."""
+    return _activity(c, rng, money_rng, at, horizon, 1.0)
+
+
+def _activity(
+    c: DemoCustomer, rng: random.Random, money_rng: random.Random, at: datetime, end: datetime, stage: float
+) -> list[Message]:
+    """An order at ``at`` and what follows from it before ``end``; ``stage``: how far through
+    the customer's story (0 to 1)."""
+    messages = _order_messages(c, rng, money_rng, at, end, stage)
+    opened = at + timedelta(hours=rng.uniform(0, 24))
+    if rng.random() < 0.35 and opened < end:
+        messages += _ticket_messages(c, rng, money_rng, opened, end)
+    flooding = c.behaviour == "complaining" and stage > 0.75
+    if flooding or rng.random() < 0.03:
+        severity = rng.choice(["high", "critical"]) if flooding else "low"
+        messages.append(
+            _event(
+                Topic.COMPLAINTS,
+                c,
+                at,
+                rng,
+                complaint_id=_id(rng, "cmp"),
+                severity=severity,
+                category="quality" if flooding else "billing",
+            )
+        )
+    return messages
 
 
 def _order_messages(

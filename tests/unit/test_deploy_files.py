@@ -137,7 +137,7 @@ def test_alertmanager_routes_sla_pages_to_their_webhook_and_the_rest_to_operatio
     config = yaml.safe_load(ALERTMANAGER.read_text())
     route = config["route"]
     assert route["group_by"] == ["customer_id", "alertname"]
-    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("10s", "1m", "4h")
+    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("10s", "5m", "4h")
     assert route["receiver"] == "operations"
     [sla] = route["routes"]
     assert sla["receiver"] == "sla-webhook"
