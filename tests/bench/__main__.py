@@ -1,9 +1,10 @@
-"""``python -m tests.bench [core|warmup|catchup|alerts|pipeline|peer|adoption|recovery|memory|backtest|all]
+"""``python -m tests.bench [core|warmup|catchup|alerts|pipeline|peer|adoption|recovery|memory|backtest|ui|all]
 [--customers N] [--days D]``
 
-Without --customers each benchmark runs at its own scale: warmup 200 customers, catchup and alerts 300 (35
-days), pipeline 1,000 (a month of their events), peer and backtest 500 (the demo month), adoption and recovery
-100,000, memory 1,000,000 (not part of "all"). Results go to bench-results/ (--json-dir DIR).
+Without --customers each benchmark runs at its own scale: warmup 200 customers, catchup and
+alerts 300 (35 days), pipeline 1,000 (a month of their events), peer and backtest 500 (the demo
+month), ui 100, adoption and recovery 100,000, memory 1,000,000 (not part of "all").
+Results go to bench-results/ (--json-dir DIR).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.bench import (
     peer,
     pipeline,
     recovery,
+    ui,
     warmup,
 )
 
@@ -39,6 +41,7 @@ parser.add_argument(
         "recovery",
         "memory",
         "backtest",
+        "ui",
         "all",
     ],
 )
@@ -60,6 +63,8 @@ if args.which in ("peer", "all"):
     peer.main(args.customers or 500, args.days or 30, f"{args.json_dir}/peer.json")
 if args.which in ("backtest", "all"):
     backtest.main(args.customers or 500, args.days or 30, f"{args.json_dir}/backtest.json")
+if args.which in ("ui", "all"):
+    ui.main(args.customers or 100, args.days or 30, f"{args.json_dir}/ui.json")
 if args.which in ("adoption", "all"):
     adoption.main(args.customers or 100_000, f"{args.json_dir}/adoption.json")
 if args.which in ("recovery", "all"):
