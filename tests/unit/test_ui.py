@@ -302,3 +302,30 @@ async def test_the_pages_ask_for_the_api_token_when_one_is_set() -> None:
         refused = await pages[path](_Web(), _Request(), *args)
         assert refused["status"] == 401 and refused["headers"] == {"WWW-Authenticate": "Bearer"}
         assert (await pages[path](_Web(), _Request(authorization="Bearer s3cret"), *args))["status"] == 200
+
+
+def test_a_page_asked_for_again_reuses_the_scored_state_until_the_stored_one_changes() -> None:
+    from streams.ui import _Scored
+    from tests.unit.builders import placed, us
+
+    policy, window = load_policy(), Window(MICROS_PER_DAY, 30)
+    state = CustomerState("c1")
+    state.absorb(placed("o1", 1, customer="c1"), window)
+    evaluate(state, policy, window, us(2))
+    stored = state.to_bytes()
+    scored = _Scored(policy, window, size=2)
+    first = scored.get("c1", stored)
+    assert first is not None and scored.get("c1", bytes(stored)) is not None
+    assert scored.get("c1", bytes(stored))[0] is first[0]  # type: ignore[index]  # not decoded again
+    state.absorb(placed("o2", 2, customer="c1"), window)
+    evaluate(state, policy, window, us(3))
+    changed = scored.get("c1", state.to_bytes())
+    assert changed is not None and changed[0] is not first[0]
+    assert changed[1].kpis.order_count == 2
+    assert scored.get("nobody", CustomerState("nobody").to_bytes()) is None  # never scored
+    for n in range(3):  # bounded: the oldest goes
+        other = CustomerState(f"x{n}")
+        other.absorb(placed("o", 1, customer=f"x{n}"), window)
+        evaluate(other, policy, window, us(2))
+        scored.get(f"x{n}", other.to_bytes())
+    assert list(scored._seen) == ["x1", "x2"]
