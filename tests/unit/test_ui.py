@@ -317,10 +317,13 @@ def test_a_page_asked_for_again_reuses_the_scored_state_until_the_stored_one_cha
     first = scored.get("c1", stored)
     assert first is not None and scored.get("c1", bytes(stored)) is not None
     assert scored.get("c1", bytes(stored))[0] is first[0]  # type: ignore[index]  # not decoded again
+    scored.keep_page("c1", "<p>page</p>")
+    assert scored.page("c1") == "<p>page</p>"
     state.absorb(placed("o2", 2, customer="c1"), window)
     evaluate(state, policy, window, us(3))
     changed = scored.get("c1", state.to_bytes())
     assert changed is not None and changed[0] is not first[0]
+    assert scored.page("c1") is None  # the page of the state before
     assert changed[1].kpis.order_count == 2
     assert scored.get("nobody", CustomerState("nobody").to_bytes()) is None  # never scored
     for n in range(3):  # bounded: the oldest goes
