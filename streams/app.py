@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from models.codec import StoredStateError
 from models.evaluation import current_snapshot
-from models.event_time import MICROS_PER_SECOND, to_rfc3339
+from models.event_time import to_rfc3339
 from models.policy import Policy
 from models.state import CustomerState
 from models.tiering import UNRATED
@@ -51,11 +51,11 @@ from sinks.rollups import DIMENSIONS, bounded
 from streams.logs import limit_repeats
 from streams.offsets import InputOffsets
 from streams.outputs import FiringNow, Outputs
-from streams.pipeline import BatchResult, Pipeline, Record, Routing
+from streams.pipeline import BatchResult, Record
 from streams.positions import PartitionProgress
 from streams.security import faust_credentials
 from streams.settings import Settings, package_version
-from streams.tables import CurrentEvents, FaustTables, partition_of
+from streams.tables import CurrentEvents, FaustTables, partition_of, scorer_pipeline
 from streams.topics import TABLES
 from streams.ui import add_ui_views
 from streams.web import add_web_views
@@ -209,20 +209,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     tables = FaustTables(
         customers, progress, settings.partitions, copy_to_walk=settings.store.startswith("memory")
     )
-    pipeline = Pipeline(
-        policy,
-        settings.window,
-        Routing(
-            names.input_kinds(),
-            names.rekeyed,
-            names.sweep,
-            lambda key: partition_of(key, settings.partitions),
-        ),
-        lateness_us=round(settings.allowed_lateness_seconds * MICROS_PER_SECOND),
-        max_future_skew_us=round(settings.max_future_skew_seconds * MICROS_PER_SECOND),
-        max_event_bytes=settings.max_event_bytes,
-        cached_states=settings.state_cache_customers,
-    )
+    pipeline = scorer_pipeline(policy, settings)
     outputs = Outputs(
         sinks, redis_sink, metrics, pipeline, FiringNow(firing_alerts, alertmanager, metrics, policy)
     )

@@ -24,11 +24,11 @@ from models.evaluation import Snapshot
 from models.event_time import to_rfc3339
 from models.policy import Policy
 from models.tiering import TierDecision
-from streams.pipeline import BatchResult, Pipeline, Record, Routing
+from streams.pipeline import BatchResult, Pipeline, Record
 from streams.positions import PartitionProgress
 from streams.security import aiokafka_options
 from streams.settings import Settings
-from streams.tables import partition_of
+from streams.tables import partition_of, scorer_pipeline
 from streams.topics import bootstrap_servers
 
 MAX_RECORDS = 2_000  # per batch, as the worker's batch_size
@@ -104,23 +104,7 @@ class PolicyRun:
 
 
 def policy_run(policy: Policy, settings: Settings) -> PolicyRun:
-    names = settings.topics
-    partitions = settings.partitions
-    pipeline = Pipeline(
-        policy,
-        settings.window,
-        Routing(
-            names.input_kinds(),
-            names.rekeyed,
-            names.sweep,
-            lambda key: partition_of(key, partitions),
-        ),
-        lateness_us=round(settings.allowed_lateness_seconds * 1_000_000),
-        max_future_skew_us=round(settings.max_future_skew_seconds * 1_000_000),
-        max_event_bytes=settings.max_event_bytes,
-        cached_states=settings.state_cache_customers,
-    )
-    return PolicyRun(policy, pipeline, MemoryTables(partitions))
+    return PolicyRun(policy, scorer_pipeline(policy, settings), MemoryTables(settings.partitions))
 
 
 async def replay(

@@ -16,7 +16,11 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # see CurrentEvents
 
+from models.event_time import MICROS_PER_SECOND
+from models.policy import Policy
+from streams.pipeline import Pipeline, Routing
 from streams.positions import PartitionProgress
+from streams.settings import Settings
 
 
 class FaustTables:
@@ -82,3 +86,22 @@ class CurrentEvents:
             yield
         finally:
             _current_event.reset(token)
+
+
+def scorer_pipeline(policy: Policy, settings: Settings) -> Pipeline:
+    """The batch pipeline a worker runs (the backtest runs the same), from the settings."""
+    names = settings.topics
+    return Pipeline(
+        policy,
+        settings.window,
+        Routing(
+            names.input_kinds(),
+            names.rekeyed,
+            names.sweep,
+            lambda key: partition_of(key, settings.partitions),
+        ),
+        lateness_us=round(settings.allowed_lateness_seconds * MICROS_PER_SECOND),
+        max_future_skew_us=round(settings.max_future_skew_seconds * MICROS_PER_SECOND),
+        max_event_bytes=settings.max_event_bytes,
+        cached_states=settings.state_cache_customers,
+    )

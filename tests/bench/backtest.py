@@ -9,8 +9,6 @@ topics with one policy and with two (a baseline and a candidate), in events per 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
 import tempfile
 import time
@@ -22,6 +20,7 @@ from models.policy import load_policy
 from streams.backtest import policy_run, replay
 from streams.topics import ensure_topics
 from tests.bench.pipeline import baseline, bench_run, preload
+from tests.bench.running import run_on_services
 
 
 async def run_all(customers: int, days: float, layout: services.Layout) -> dict[str, Any]:
@@ -64,10 +63,4 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main(customers: int, days: float, json_path: str | None) -> None:
-    layout = services.Layout.from_env()
-    services.up(layout)
-    result = asyncio.run(run_all(customers, days, layout))
-    print("\n" + report(result))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
+    run_on_services(run_all, report, json_path, customers, days)

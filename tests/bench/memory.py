@@ -30,6 +30,7 @@ from deploy import services
 from streams.topics import ensure_topics
 from tests.bench.pipeline import bench_run
 from tests.bench.recovery import _rss, counted
+from tests.bench.running import run_on_services
 from tests.integration.harness import ScorerRun
 
 SEGMENTS = ("key_account", "standard", "small_account", "retail")
@@ -140,10 +141,4 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main(customers: int, json_path: str | None) -> None:
-    layout = services.Layout.from_env()
-    services.up(layout)
-    result = asyncio.run(run_all(customers, layout))
-    print("\n" + report(result))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
+    run_on_services(run_all, report, json_path, customers)

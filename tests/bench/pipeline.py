@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from deploy import services
 from streams import demo
+from tests.bench.running import run_on_services
 from tests.integration.harness import INPUT_FIELDS, ScorerRun
 
 KINDS = INPUT_FIELDS
@@ -259,10 +260,4 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main(customers: int, days: float, json_path: str | None) -> None:
-    layout = services.Layout.from_env()
-    services.up(layout)  # before the event loop: its start-up probes run their own
-    result = asyncio.run(run_all(customers, days, layout))
-    print("\n" + report(result))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
+    run_on_services(run_all, report, json_path, customers, days)

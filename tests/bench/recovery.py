@@ -44,6 +44,7 @@ from streams.positions import PartitionProgress
 from streams.settings import Settings
 from streams.tables import partition_of
 from streams.topics import TABLES, ensure_topics
+from tests.bench.running import run_on_services
 from tests.integration.harness import ScorerRun
 
 PARTITIONS = 4
@@ -220,10 +221,4 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main(customers: int, json_path: str | None) -> None:
-    layout = services.Layout.from_env()
-    services.up(layout)
-    result = asyncio.run(run_all(customers, layout))
-    print("\n" + report(result))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
+    run_on_services(run_all, report, json_path, customers)

@@ -10,7 +10,6 @@ One worker scores the demo's month for N customers (preloaded); then 20 clients 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import shutil
 import statistics
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from deploy import services
 from streams.topics import ensure_topics
 from tests.bench.pipeline import bench_run, percentile, preload
+from tests.bench.running import run_on_services
 
 CLIENTS, REQUESTS = 20, 2_000
 
@@ -116,10 +116,4 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main(customers: int, days: float, json_path: str | None) -> None:
-    layout = services.Layout.from_env()
-    services.up(layout)
-    result = asyncio.run(run_all(customers, days, layout))
-    print("\n" + report(result))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
+    run_on_services(run_all, report, json_path, customers, days)

@@ -14,9 +14,10 @@ POLICY = load_policy()
 WINDOW = Window(MICROS_PER_DAY, 30)
 
 
-# Every customer scores 100 (order_count 0 is "good" on this scale), so it is strategic.
-ALWAYS_STRATEGIC = parse_policy(
-    {
+def _always_strategic(*alerts: dict[str, object]) -> dict[str, object]:
+    """A policy under which every customer scores 100 (order_count 0 is "good" on this scale),
+    so it is strategic, with these alert rules."""
+    return {
         "version": "t",
         "tiers": ["strategic", "key"],
         "default_segment": "base",
@@ -27,15 +28,19 @@ ALWAYS_STRATEGIC = parse_policy(
                 "tiers": {"strategic": 50, "key": 0},
             }
         },
-        "alerts": [
-            {
-                "name": "p1_near_breach",
-                "severity": "critical",
-                "tiers": ["strategic"],
-                "ticket": {"priority": "P1", "minutes_before_deadline": 30},
-            }
-        ],
+        "alerts": list(alerts),
     }
+
+
+ALWAYS_STRATEGIC = parse_policy(
+    _always_strategic(
+        {
+            "name": "p1_near_breach",
+            "severity": "critical",
+            "tiers": ["strategic"],
+            "ticket": {"priority": "P1", "minutes_before_deadline": 30},
+        }
+    )
 )
 
 
@@ -101,27 +106,15 @@ def _with_hold(hold: str) -> object:
 
 
 def _raw(hold: str) -> dict[str, object]:
-    return {
-        "version": "held",
-        "tiers": ["strategic", "key"],
-        "default_segment": "base",
-        "segments": {
-            "base": {
-                "weights": {"order_count": 1},
-                "kpis": {"order_count": {"good": 0, "bad": 10}},
-                "tiers": {"strategic": 50, "key": 0},
-            }
-        },
-        "alerts": [
-            {
-                "name": "complaint_burst",
-                "severity": "critical",
-                "kpi": {"name": "complaint_rate", "above": 2},
-                "for": hold,
-                "runbook": "https://runbooks.example/complaint-burst",
-            }
-        ],
-    }
+    return _always_strategic(
+        {
+            "name": "complaint_burst",
+            "severity": "critical",
+            "kpi": {"name": "complaint_rate", "above": 2},
+            "for": hold,
+            "runbook": "https://runbooks.example/complaint-burst",
+        }
+    )
 
 
 def test_a_hold_down_fires_only_once_the_condition_has_held_that_long_in_event_time() -> None:
