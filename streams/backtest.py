@@ -95,7 +95,7 @@ class PolicyRun:
             for alert in evaluation.alerts:
                 if alert.state == "firing":
                     self.alerts[alert.rule] += 1
-            self.final[evaluation.snapshot.customer_id] = evaluation.snapshot
+        self.final.update(result.snapshots)  # what a worker would write to Redis
 
     def sweep(self, now_us: int) -> None:
         """After the last record: what falls due at the final watermark is decided."""
