@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     # and /metrics stay open, as probes and scrapers expect.
     http_token: SecretStr | None = None
     web_port: int = 6066
+    # /readyz answers 503 while the worker has more input than this left to process (0: the lag
+    # does not count). A worker catching up still answers correctly as of its watermark, so
+    # the default keeps it in the load balancer; set it where stale answers are worse than none.
+    ready_max_lag_messages: int = Field(0, ge=0)
     # Faust's own pages (/router, /table/..., /graph, stats): they show table keys and the
     # partition layout, and ask for no token.
     debug_pages: bool = False

@@ -120,6 +120,8 @@ def add_web_views(
             # Not part of readiness: alerts still reach their topic, and wait here for it.
             "alertmanager": "off" if alertmanager is None else "up" if alertmanager.healthy else "down",
             "rebalancing": bool(app.rebalancing),
+            # Input this worker still has to process, over the partitions it owns.
+            "lag_messages": int(sum(s.value for m in metrics.processed_lag.collect() for s in m.samples)),
             "policy_version": policy.version,
         }
 
@@ -130,10 +132,11 @@ def add_web_views(
 
     @app.page("/readyz")
     async def readyz(web: View, request: Request) -> Response:
-        """Readiness: 503 while Redis (when configured) is down or a rebalance is under way,
-        so that a probe takes the worker out of a load balancer then."""
+        """Readiness: 503 while Redis (when configured) is down, a rebalance is under way or (with
+        TIERPULSE_READY_MAX_LAG_MESSAGES) the worker is that far behind its input, so that a
+        probe takes the worker out of a load balancer then."""
         state = health()
-        ready = is_ready(state)
+        ready = is_ready(state, settings.ready_max_lag_messages)
         return web.json({"status": "ready" if ready else "not ready", **state}, status=200 if ready else 503)
 
     @app.page("/metrics")
@@ -163,7 +166,10 @@ def page_of(found: list[str], cursor: str | None, limit: int) -> tuple[list[str]
     return page, page[-1] if more else None
 
 
-def is_ready(state: dict[str, object]) -> bool:
-    """Readiness: Redis (when configured) up and no rebalance under way. Alertmanager does not
-    count: the alerts still reach their topic, and wait for it."""
-    return state["redis"] != "down" and not state["rebalancing"]
+def is_ready(state: dict[str, object], max_lag_messages: int = 0) -> bool:
+    """Readiness: Redis (when configured) up, no rebalance under way, and (``max_lag_messages``
+    over 0) no more input left to process than that. Alertmanager does not count: the alerts
+    still reach their topic, and wait for it."""
+    lag = state.get("lag_messages", 0)
+    behind = max_lag_messages > 0 and isinstance(lag, int) and lag > max_lag_messages
+    return state["redis"] != "down" and not state["rebalancing"] and not behind

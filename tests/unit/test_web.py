@@ -34,3 +34,6 @@ def test_ready_unless_redis_is_down_or_a_rebalance_is_under_way() -> None:
     assert is_ready({**base, "redis": "off"})
     assert not is_ready({**base, "redis": "down"})
     assert not is_ready({**base, "rebalancing": True})
+    behind = {**base, "lag_messages": 5_000}
+    assert is_ready(behind)  # the lag counts only with a bound
+    assert is_ready(behind, max_lag_messages=5_000) and not is_ready(behind, max_lag_messages=4_999)
