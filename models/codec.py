@@ -17,6 +17,9 @@ Formats:
 * 5 (0.6) — the head adds whether alerts are firing and the KPI bands (models/kpi_bands.py);
   the tier status the alerts waiting for their hold-down (``pending``); an alert's record what it
   fired with. Read: format 4's states (alerts fired before keep their first six fields).
+* 6 (0.7) — format 5 with the shadow policy's tier status (shadow mode): its tier and version
+  at the end of the head, the whole status at the end of the JSON part. Written only for a
+  state that has one, so that without shadow mode 0.6 still reads what 0.7 writes.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from models.state import CustomerState
 
-FORMAT = 5
-_READABLE = (3, 4, 5)
+FORMAT = 5  # 6 for a state with a shadow status
+_READABLE = (3, 4, 5, 6)
 _NONE = -(2**63)  # an absent instant (no event time is that far back)
 _HEAD = struct.Struct("<Bqqi")  # format, due, refresh, length of the JSON summary that follows
 _COUNTS = struct.Struct("<iiiii")  # length of the JSON part, then the number of each kind of row
@@ -54,6 +57,8 @@ META_FIELDS = (
     "alerts",
     "pending",
 )
+# A shadow tier status, whole (format 6).
+SHADOW_FIELDS = (*SUMMARY_FIELDS, "due", "refresh", *META_FIELDS, "bands")
 
 
 class StoredStateError(ValueError):
@@ -74,6 +79,8 @@ class StoredSummary:
     has_outbox: bool
     has_alerts: bool  # firing alerts (True when not known: written before 0.6)
     bands: tuple[int, ...]  # KPI bands of the last evaluation (none before 0.6)
+    shadow_tier: str | None = None  # the shadow policy's (shadow mode; None: unrated or none)
+    shadow_version: str | None = None  # the shadow policy's version; None: no shadow status
 
     @classmethod
     def of(cls, raw: bytes) -> StoredSummary:
@@ -81,16 +88,16 @@ class StoredSummary:
 
 
 def encode(state: CustomerState) -> bytes:
-    status = state.status
-    head = _json(
-        [
-            state.customer_id,
-            *(getattr(status, n) for n in SUMMARY_FIELDS),
-            bool(status.outbox),
-            bool(status.alerts),
-            status.bands,
-        ]
-    )
+    status, shadow = state.status, state.shadow
+    head = [
+        state.customer_id,
+        *(getattr(status, n) for n in SUMMARY_FIELDS),
+        bool(status.outbox),
+        bool(status.alerts),
+        status.bands,
+    ]
+    if shadow is not None:
+        head += [shadow.tier, shadow.policy_version]
     orders, tickets = list(state.orders.items()), list(state.tickets.items())
     meta = _json(
         [
@@ -112,6 +119,7 @@ def encode(state: CustomerState) -> bytes:
                 ]
                 for key, i in state.invoices.items()
             ],
+            *([] if shadow is None else [[getattr(shadow, n) for n in SHADOW_FIELDS]]),
         ]
     )
     rows = [_COUNTS.pack(len(meta), len(orders), len(tickets), len(state.complaints), len(state.seen)), meta]
@@ -128,7 +136,13 @@ def encode(state: CustomerState) -> bytes:
     rows += [_PAIR.pack(key, occurred) for key, occurred in state.complaints.items()]
     rows += [_PAIR.pack(key, bucket) for key, bucket in state.seen.items()]
     body = zlib.compress(b"".join(rows), 1)
-    return _HEAD.pack(FORMAT, _nullable(status.due), _nullable(status.refresh), len(head)) + head + body
+    encoded_head = _json(head)
+    fmt = FORMAT if shadow is None else 6
+    return (
+        _HEAD.pack(fmt, _nullable(status.due), _nullable(status.refresh), len(encoded_head))
+        + encoded_head
+        + body
+    )
 
 
 def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
@@ -150,7 +164,7 @@ def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
             [],
         )
     else:
-        profile, history, decimals, rest, ticket_meta, first_placed, forgotten, invoices = meta
+        profile, history, decimals, rest, ticket_meta, first_placed, forgotten, invoices, *shadow = meta
     status = TierStatus(
         **{name: getattr(summary, name) for name in (*SUMMARY_FIELDS, "due", "refresh")},
         bands=list(summary.bands),
@@ -159,6 +173,8 @@ def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
     state = state_type(
         summary.customer_id, profile, placed_history=[(h, t) for h, t in history], status=status
     )
+    if raw[0] == 6:
+        state.shadow = TierStatus(**dict(zip(SHADOW_FIELDS, shadow[0], strict=True)))
     state.first_placed, state.forgotten_revenue = [(h, t) for h, t in first_placed], Decimal(forgotten)
     rows, at = _rows(body, at, _ORDER, n_orders)
     for (key, placed, promised_placed, promised_delivered, delivered, last, cancelled), (amount, cost) in zip(
@@ -208,6 +224,7 @@ def _read_head(raw: bytes) -> tuple[StoredSummary, int]:
     end = _HEAD.size + length
     customer_id, as_of, version, tier, segment, has_outbox, *since_0_6 = json.loads(raw[_HEAD.size : end])
     has_alerts, bands = (since_0_6[0], tuple(since_0_6[1])) if since_0_6 else (True, ())
+    shadow_tier, shadow_version = since_0_6[2:4] if len(since_0_6) > 2 else (None, None)
     summary = StoredSummary(
         customer_id,
         as_of,
@@ -219,6 +236,8 @@ def _read_head(raw: bytes) -> tuple[StoredSummary, int]:
         has_outbox,
         has_alerts,
         bands,
+        shadow_tier,
+        shadow_version,
     )
     return summary, end
 

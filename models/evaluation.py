@@ -7,17 +7,17 @@ on the sweep; it mutates only the customer's state and returns what to emit.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from hashlib import blake2b
 
 from models.alerts import AlertContext, AlertEvent, conditions, transitions
 from models.event_time import Window, to_rfc3339
 from models.kpi_bands import bands_of
 from models.kpis import KPI_NAMES, Kpis
-from models.outputs import ALERTS, TIER_CHANGES, alert_body, tier_change_body
+from models.outputs import ALERTS, TIER_CHANGES, TIER_CHANGES_SHADOW, alert_body, tier_change_body
 from models.policy import Policy, SegmentPolicy
 from models.schedule import next_due
-from models.state import CustomerState
+from models.state import CustomerState, TierStatus
 from models.tiering import (
     UNASSIGNED,
     UNRATED,
@@ -44,6 +44,7 @@ class Snapshot:
     # severity: what it adds to the rollups (contract v2 §5), not in the snapshot's own fields.
     owners: tuple[str, str] = (UNASSIGNED, UNASSIGNED)  # (account_manager, region)
     open_alerts: tuple[tuple[str, int], ...] = ()
+    name: str = ""  # the latest profile's name ("" when none): for the name index (sinks/names.py)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -79,21 +80,62 @@ class Evaluation:
     changed: bool  # the snapshot's content (all but as_of) differs from the last evaluation's
     due: int | None  # when the tier or alerts could change without new events: evaluate then
     refresh: int | None  # when the snapshot's days_since_last_order changes: evaluate by the sweep
+    shadow_change: TierDecision | None = None  # the shadow policy's (streams: shadow mode)
 
 
-def evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
-    """Decide the customer's tier and alerts as of ``as_of``. All or nothing: if it raises, the
-    tier status is as before, so no decision is kept without the outputs that announce it."""
+def evaluate(
+    state: CustomerState, policy: Policy, window: Window, as_of: int, shadow: Policy | None = None
+) -> Evaluation:
+    """Decide the customer's tier and alerts as of ``as_of``, and with ``shadow`` its tier under
+    that second policy too (``_shadow``). All or nothing: if it raises, the tier statuses are as
+    before, so no decision is kept without the outputs that announce it."""
     before = state.status.copy()
+    shadow_before = None if state.shadow is None else state.shadow.copy()
     try:
-        return _evaluate(state, policy, window, as_of)
+        evaluation = _evaluate(state, policy, window, as_of)
+        if shadow is None:
+            state.shadow = None  # shadow mode off: its status goes with the next write
+            return evaluation
+        return _shadow(state, shadow, window, as_of, before, evaluation)
     except Exception:
-        state.status = before
+        state.status, state.shadow = before, shadow_before
         state.index = None  # perhaps half updated: rebuilt from the records when next needed
         raise
 
 
-def _evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) -> Evaluation:
+def _shadow(
+    state: CustomerState,
+    shadow: Policy,
+    window: Window,
+    as_of: int,
+    live_before: TierStatus,
+    evaluation: Evaluation,
+) -> Evaluation:
+    """The shadow policy's decision, by the same code with the shadow's tier status in place of
+    the live one. The shadow starts where the live tier stood before this evaluation (and starts
+    again so when its policy version changes): its first changes are what promoting it now would
+    emit (README, "Policy lab"). Only its tier changes are output, to their own topic, through
+    the live outbox (delivered and crash-safe like the live ones); its alerts are not."""
+    status = state.shadow
+    if status is None or status.policy_version not in (None, shadow.version):
+        status = TierStatus(tier=live_before.tier, change_score=live_before.change_score)
+    status.first_seen = state.status.first_seen  # (absorbing events keeps the live one's)
+    live = state.status
+    state.status = status
+    try:
+        decided = _evaluate(state, shadow, window, as_of, scope="shadow\x1f")
+    finally:
+        state.status, state.shadow = live, status
+    live.outbox += [[TIER_CHANGES_SHADOW, body] for kind, body in status.outbox if kind == TIER_CHANGES]
+    status.outbox.clear()
+    due = min((d for d in (evaluation.due, decided.due) if d is not None), default=None)
+    live.due = due  # (stored in the head: adoption schedules by it)
+    return replace(evaluation, due=due, shadow_change=decided.change)
+
+
+def _evaluate(
+    state: CustomerState, policy: Policy, window: Window, as_of: int, scope: str = ""
+) -> Evaluation:
     # Never back in time: a batch replayed after a crash between storing states and storing the
     # partition's progress re-runs an older watermark over states that were already evaluated later.
     if state.status.as_of is not None:
@@ -109,7 +151,8 @@ def _evaluate(state: CustomerState, policy: Policy, window: Window, as_of: int) 
         if new_tier != status.tier:
             previous = status.tier or UNRATED
             change = TierDecision(
-                event_id=change_event_id(state.customer_id, status.changes, previous, new_tier),
+                # (a scope keeps the shadow's ids apart from the live ones)
+                event_id=change_event_id(scope + state.customer_id, status.changes, previous, new_tier),
                 customer_id=state.customer_id,
                 previous_tier=previous,
                 new_tier=new_tier,
@@ -168,6 +211,7 @@ def _snapshot(
         kpis,
         _owners(state),
         _open_alerts(state),
+        (state.profile or {}).get("name") or "",
     )
 
 
@@ -192,6 +236,7 @@ def _fingerprint(snapshot: Snapshot) -> str:
             snapshot.kpis,
             snapshot.owners,
             snapshot.open_alerts,
+            snapshot.name,  # (a rename alone is written: the name index follows it)
         )
     )
     return blake2b(content.encode(), digest_size=8).hexdigest()

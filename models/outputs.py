@@ -17,6 +17,7 @@ from models.tiering import TierDecision
 
 TIER_CHANGES = "tier_changes"
 ALERTS = "alerts"
+TIER_CHANGES_SHADOW = "tier_changes_shadow"  # the shadow policy's (shadow mode), same body
 # The version of the contract the output messages follow, in their tierpulse-schema-version header.
 SCHEMA_VERSION = "2"
 

@@ -235,6 +235,20 @@ def load_policy(path: Path | str = DEFAULT_POLICY_PATH) -> Policy:
     return parse_policy(raw, source)
 
 
+def load_shadow_policy(path: Path | None, live: Policy) -> Policy | None:
+    """The shadow policy (shadow mode; None without a path): a policy file like any other, with
+    a version of its own, since its tier changes, stored statuses and metrics are told apart by it."""
+    if path is None:
+        return None
+    shadow = load_policy(path)
+    if shadow.version == live.version:
+        raise PolicyError(
+            str(path),
+            [f"version {shadow.version!r} is the live policy's: a shadow policy needs a version of its own"],
+        )
+    return shadow
+
+
 def parse_policy(raw: Any, source: str = "<policy>") -> Policy:
     if not isinstance(raw, dict):
         raise PolicyError(

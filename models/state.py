@@ -130,6 +130,8 @@ class CustomerState:
     first_placed: list[tuple[int, int]] = field(default_factory=list)
     forgotten_revenue: Decimal = Decimal(0)
     status: TierStatus = field(default_factory=TierStatus)
+    # The shadow policy's tier status (shadow mode, models/evaluation.py); None when it is off.
+    shadow: TierStatus | None = None
     # Not stored: prune's outcome depends only on the window's first bucket (absorbed records are
     # never retired), so a second prune within the same bucket has nothing to do.
     pruned_for: int | None = field(default=None, repr=False, compare=False)

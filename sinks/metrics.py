@@ -65,6 +65,25 @@ class ScorerMetrics:
             ["tier", "segment"],
             registry=registry,
         )
+        # Shadow mode (models/evaluation.py): live tier against the shadow policy's, per pair, so
+        # that agreement is sum(tier == shadow_tier) / sum(all).
+        self.shadow_customers = Gauge(
+            "tierpulse_shadow_customers",
+            "Customers per live tier and shadow-policy tier (partitions owned here; shadow mode)",
+            ["tier", "shadow_tier"],
+            registry=registry,
+        )
+        self.shadow_differing = Gauge(
+            "tierpulse_shadow_differing_customers",
+            "Customers whose shadow-policy tier is not their live tier (partitions owned here)",
+            registry=registry,
+        )
+        self.shadow_tier_changes = Counter(
+            "tierpulse_shadow_tier_changes",
+            "Tier changes of the shadow policy (to the shadow topic)",
+            ["from_tier", "to_tier", "segment"],
+            registry=registry,
+        )
         self.kpi_customers = Gauge(
             "tierpulse_kpi_customers",
             "Customers per KPI band and segment, as last evaluated (partitions owned here)",
@@ -188,6 +207,13 @@ class ScorerMetrics:
             ["dimension", "name"],
             registry=registry,
         )
+        self.rollup_tier_revenue = Gauge(
+            "tierpulse_rollup_tier_revenue",
+            "Revenue in the window of an account manager's or region's customers in one tier "
+            "(tier=at_risk: the revenue at risk); absent until every customer's was counted",
+            ["dimension", "name", "tier"],
+            registry=registry,
+        )
         self.rollup_alerts = Gauge(
             "tierpulse_rollup_alerts",
             "Open alerts of an account manager's or region's customers, by severity",
@@ -245,6 +271,9 @@ class ScorerMetrics:
             for tier, n in rollup["tiers"].items():
                 series.append((self.rollup_customers, (dimension, name, tier)))
                 self.rollup_customers.labels(dimension, name, tier).set(n)
+            for tier, revenue in (rollup.get("revenue_by_tier") or {}).items():
+                series.append((self.rollup_tier_revenue, (dimension, name, tier)))
+                self.rollup_tier_revenue.labels(dimension, name, tier).set(revenue)
             for severity, n in rollup["alerts"].items():
                 series.append((self.rollup_alerts, (dimension, name, severity)))
                 self.rollup_alerts.labels(dimension, name, severity).set(n)
@@ -257,14 +286,22 @@ class ScorerMetrics:
         for rule, severity in rules:
             self.alerts_firing.labels(rule, severity).set(counts.get((rule, severity), 0))
 
-    def set_population(self, population: Mapping[tuple[str, str, tuple[int, ...]], int]) -> None:
-        """Customers per tier and segment, and per KPI band and segment (models/kpi_bands.py)."""
+    def set_population(self, population: Mapping[tuple[str, str, tuple[int, ...], str | None], int]) -> None:
+        """Customers per tier and segment, per KPI band and segment (models/kpi_bands.py), and
+        per live and shadow tier (streams/pipeline.py, Counted)."""
         tiers: Tally[tuple[str, str]] = Tally()
         bands: Tally[tuple[str, str, str]] = Tally()
-        for (tier, segment, banded), n in population.items():
+        pairs: Tally[tuple[str, str]] = Tally()
+        for (tier, segment, banded, shadow_tier), n in population.items():
             tiers[(tier, segment)] += n
             for kpi, band in zip(KPI_BANDS, banded, strict=False):
                 bands[(kpi, segment, band_label(kpi, band))] += n
+            if shadow_tier is not None:
+                pairs[(tier, shadow_tier)] += n
+        self.shadow_customers.clear()
+        for (tier, shadow_tier), n in pairs.items():
+            self.shadow_customers.labels(tier, shadow_tier).set(n)
+        self.shadow_differing.set(sum(n for (tier, shadow_tier), n in pairs.items() if tier != shadow_tier))
         self.customers.clear()
         for (tier, segment), n in tiers.items():
             self.customers.labels(tier, segment).set(n)
@@ -284,6 +321,9 @@ class ScorerMetrics:
         if evaluation.change is not None:
             change = evaluation.change
             self.tier_changes.labels(change.previous_tier, change.new_tier, change.segment).inc()
+        if evaluation.shadow_change is not None:
+            change = evaluation.shadow_change
+            self.shadow_tier_changes.labels(change.previous_tier, change.new_tier, change.segment).inc()
         for alert in evaluation.alerts:
             self.alerts.labels(alert.rule, alert.severity, alert.state).inc()
         if evaluation.changed:

@@ -1,10 +1,11 @@
 """Customer snapshots and tier histories to Redis, one pipeline per batch.
 
-A snapshot is a hash per customer (``<prefix>customer:<id>``); the history a list per
-customer of its last 50 tier-change events, newest first (``<prefix>history:<id>``, contract
-v2 §5). A tier change sent again after a crash carries the same ``event_id``: the push looks
-for it in the list first (a script, so the look and the push are one step), so the list
-never holds one twice.
+A snapshot is a hash per customer (``<prefix>customer:<id>``), written with the customer's
+rollup contribution and name-index entry in one script (sinks/rollups.py, sinks/names.py); the
+history a list per customer of its last 50 tier-change events, newest first
+(``<prefix>history:<id>``, contract v2 §5). A tier change sent again after a crash carries the
+same ``event_id``: the push looks for it in the list first (a script, so the look and the push
+are one step), so the list never holds one twice.
 
 If Redis is down the scorer keeps going: the latest snapshot of each customer and the
 history entries wait here, flushes back off exponentially, and everything waiting is
@@ -24,6 +25,7 @@ from redis.exceptions import RedisError
 
 from models.evaluation import Snapshot
 from sinks.base import SinkUnavailable
+from sinks.names import PAGE, NameSearch, lex_range, parse_member
 from sinks.rollups import WRITE_SNAPSHOT, contribution, rollup_json
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class RedisSnapshotSink:
         self._failures = 0
         self._retry_at = 0.0
         self._max_backoff = max_backoff
+        self._names_indexed: set[str] = set()  # dimensions whose pre-0.7 rollup names are listed
 
     @property
     def waiting(self) -> int:
@@ -109,6 +112,20 @@ class RedisSnapshotSink:
             return bool(await self._client.exists(self.key_prefix + customer_id))
         except (RedisError, OSError) as error:
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
+
+    async def search_names(self, query: str, start: int = 0, count: int = PAGE) -> NameSearch:
+        """The customers whose name starts with ``query`` (casefolded: sinks/names.py), by name,
+        ``count`` from the ``start``-th. Raises SinkUnavailable."""
+        bounds = lex_range(query)
+        if bounds is None:
+            return NameSearch((), False)
+        try:
+            found = await self._client.zrangebylex(
+                self.prefix + "names", *bounds, start=max(start, 0), num=count + 1
+            )
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
+        return NameSearch(tuple(parse_member(m) for m in found[:count]), len(found) > count)
 
     async def lost(self, partitions: list[int]) -> list[int]:
         """The partitions whose marker is gone: Redis lost what was written for them (a restart
@@ -167,18 +184,40 @@ class RedisSnapshotSink:
         """Every rollup of a dimension with customers, by revenue (largest first). Raises
         SinkUnavailable."""
         try:
-            head = f"{self.prefix}rollup:{dimension}:"
-            names = [
-                _text(key).removeprefix(head) async for key in self._client.scan_iter(f"{head}*", count=1000)
-            ]
+            if dimension not in self._names_indexed:
+                await self._index_names(dimension)
+            names = sorted(_text(n) for n in await self._client.smembers(f"{self.prefix}rollups:{dimension}"))
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hgetall(f"{self.prefix}rollup:{dimension}:{name}")
+                hashes = await pipe.execute()
             found = []
-            for name in names:
-                rollup = await self._rollup(dimension, name, members=False)
-                if rollup is not None and rollup["tiers"]:  # (a name all customers left keeps zeros)
+            for name, raw in zip(names, hashes, strict=True):
+                rollup = rollup_json({_text(k): _text(v) for k, v in raw.items()}, {})
+                if rollup["tiers"]:  # (a name all customers left keeps zeros)
                     found.append({"name": name, **rollup})
         except (RedisError, OSError) as error:
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
         return sorted(found, key=lambda r: (-r["revenue"], r["name"]))
+
+    async def _index_names(self, dimension: str) -> None:
+        """Put the names of rollups written before 0.7 (which kept no list of names) in the
+        list, by one SCAN per dimension and process."""
+        head = f"{self.prefix}rollup:{dimension}:"
+        names = [
+            _text(key).removeprefix(head) async for key in self._client.scan_iter(f"{head}*", count=1000)
+        ]
+        if names:
+            await self._client.sadd(f"{self.prefix}rollups:{dimension}", *names)
+        self._names_indexed.add(dimension)
+
+    async def _index_tiers(self) -> None:
+        """As ``_index_names``, for the tiers that have a set of customers."""
+        keys = self._client.scan_iter(f"{self.prefix}tier:*", count=1000)
+        tiers = [_text(k).rsplit(":", 1)[1] async for k in keys]
+        if tiers:
+            await self._client.sadd(f"{self.prefix}tiers", *tiers)
+        self._names_indexed.add("tiers")
 
     async def rollup(self, dimension: str, name: str) -> dict[str, Any] | None:
         """One rollup with its customers per tier (None: no such name). Raises SinkUnavailable."""
@@ -191,14 +230,9 @@ class RedisSnapshotSink:
         """The ids of the customers in ``tier`` (any, when None) owned by ``owners`` (dimension ->
         name; any, when empty), sorted. Raises SinkUnavailable."""
         try:
-            tiers = (
-                [tier]
-                if tier
-                else [
-                    _text(k).rsplit(":", 1)[1]
-                    async for k in self._client.scan_iter(f"{self.prefix}tier:*", count=100)
-                ]
-            )
+            if not tier and "tiers" not in self._names_indexed:
+                await self._index_tiers()
+            tiers = [tier] if tier else [_text(t) for t in await self._client.smembers(f"{self.prefix}tiers")]
             found: set[str] = set()
             for one in tiers:
                 keys = [f"{self.prefix}members:{d}:{n}:{one}" for d, n in owners.items()]
@@ -251,6 +285,9 @@ class NoSnapshots:
 
     async def has_snapshot(self, customer_id: str) -> bool:
         raise SinkUnavailable("snapshots live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
+
+    async def search_names(self, query: str, start: int = 0, count: int = PAGE) -> NameSearch:
+        raise SinkUnavailable("the name index lives in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
 
     async def lost(self, partitions: list[int]) -> list[int]:
         return []

@@ -48,6 +48,7 @@ from sinks.kafka import KafkaTopicSink
 from sinks.metrics import ScorerMetrics
 from sinks.redis import NoSnapshots, RedisSnapshotSink, SnapshotSink
 from sinks.rollups import DIMENSIONS, bounded
+from streams import fetching
 from streams.logs import limit_repeats
 from streams.offsets import InputOffsets
 from streams.outputs import FiringNow, Outputs
@@ -114,7 +115,18 @@ class ScorerApp(faust.App):
                 await step()
 
 
-def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry | None = None) -> ScorerApp:
+ROLLUP_EXPORT_SECONDS = 10.0
+
+
+def create_app(
+    settings: Settings,
+    policy: Policy,
+    registry: CollectorRegistry | None = None,
+    *,
+    shadow: Policy | None = None,
+) -> ScorerApp:
+    """The worker's app. ``shadow``: the shadow policy (shadow mode), loaded by the caller like
+    ``policy`` so that a bad file is refused before anything starts."""
     names = settings.topics
     app = ScorerApp(
         settings.app_id,
@@ -133,10 +145,15 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         # default they go out a few per request, one request in flight per partition.
         # (Below the broker's default message.max.bytes of 1 MB.)
         producer_max_batch_size=512 * 1024,
-        # Restoring a table from its changelog fetches states of a few KB: at the default 1 MiB
-        # per partition and fetch, a 200k-customer restore took 32-43 s; at 8 MiB, 25 s (4 MiB
-        # did not help). Input partitions fetch this much only when they have a backlog.
-        consumer_max_fetch_size=8 * 1024 * 1024,
+        # Faust hands the agent everything one poll returned before it polls again, and with no
+        # bound a poll returns every fetch waiting: under a backlog of 400k messages one poll held
+        # most of the input, and a partition whose fetch came a moment later waited the minutes
+        # it took to score it (a "stalled" partition that no re-fetch could heal, since Faust did
+        # not poll). A bounded poll comes back every batch; a smaller fetch per partition keeps
+        # the partitions taking turns, and what waits in memory small (24 input partitions x
+        # 1 MiB). (A 200k-customer changelog restore takes 32-43 s at 1 MiB, 25 s at 8 MiB.)
+        broker_max_poll_records=settings.batch_size,
+        consumer_max_fetch_size=1024 * 1024,
         logging_config=None,
         # Faust's debug pages show every table's keys and the partition layout: off unless asked.
         web_router_enabled=settings.debug_pages,
@@ -155,6 +172,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         "dead_letters": KafkaTopicSink(raw(names.dead_letters)),
         "rekeyed": KafkaTopicSink(raw(names.rekeyed)),
         "tier_changes": KafkaTopicSink(raw(names.tier_changes)),
+        "tier_changes_shadow": KafkaTopicSink(raw(names.tier_changes_shadow)),
         "alerts": KafkaTopicSink(raw(names.alerts)),
     }
     redis_sink: SnapshotSink = (
@@ -209,7 +227,7 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
     tables = FaustTables(
         customers, progress, settings.partitions, copy_to_walk=settings.store.startswith("memory")
     )
-    pipeline = scorer_pipeline(policy, settings)
+    pipeline = scorer_pipeline(policy, settings, shadow)
     outputs = Outputs(
         sinks, redis_sink, metrics, pipeline, FiringNow(firing_alerts, alertmanager, metrics, policy)
     )
@@ -287,14 +305,14 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         for topic, partition in sorted(tps):
             position = pipeline.position((topic, partition), tables) if topic in inputs else None
             if position is not None:
-                await app.consumer.seek(TP(topic, partition), position)
+                await fetching.seek(app.consumer, TP(topic, partition), position)
 
     async def rewind(result: BatchResult) -> None:
         for topic, n in result.redelivered.items():
             metrics.redelivered.labels(topic).inc(n)
         for (topic, partition), offset in result.rewinds.items():
             metrics.rewinds.labels(topic).inc()
-            await app.consumer.seek(TP(topic, partition), offset)
+            await fetching.seek(app.consumer, TP(topic, partition), offset)
 
     @app.timer(interval=settings.sweep_interval_seconds / 2)
     async def tick() -> None:
@@ -330,7 +348,14 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
         await refill_redis(owned)
         await export_rollups()
 
+    rollups_read = [0.0]  # (monotonic) when the rollup series were last read from Redis
+
     async def export_rollups() -> None:
+        # Reading every rollup costs a Redis round trip per name (thousands of managers): at
+        # every tick it took 9 % of a busy worker (py-spy). A scrape every 15 s needs no more.
+        if time.monotonic() - rollups_read[0] < ROLLUP_EXPORT_SECONDS:
+            return
+        rollups_read[0] = time.monotonic()
         try:
             for dimension in DIMENSIONS:
                 found = await redis_sink.rollups(dimension)
@@ -385,28 +410,28 @@ def create_app(settings: Settings, policy: Policy, registry: CollectorRegistry |
                 highwater,
                 position,
             )
-            await app.consumer.seek(tp, 0)
+            await fetching.seek(app.consumer, tp, 0)
 
-    last_moved: dict[Any, tuple[int, float]] = {}  # partition -> (processed offset, when it last moved)
+    stalls = fetching.StallWatch(settings.stall_seconds)
 
     async def heal_if_stalled(tp: Any, processed: int, highwater: int) -> None:
         """Re-fetch a partition that has input waiting but made no progress for stall_seconds.
         Safe because records already processed are skipped; what it costs is a re-read."""
-        now = time.monotonic()
-        last = last_moved.get(tp)
-        if last is None or last[0] != processed or highwater <= processed:
-            last_moved[tp] = (processed, now)
-        elif now - last[1] > settings.stall_seconds:
+        fetched = fetching.has_fetched(app.consumer, tp)
+        if stalls.stalled(tp, processed, highwater, time.monotonic(), fetched):
+            state = fetching.fetch_state(app.consumer, tp)
+            resumed = fetching.resume(app.consumer, tp)
             log.warning(
-                "partition stalled topic=%s partition=%d offset=%d highwater=%d: re-fetching",
+                "partition stalled topic=%s partition=%d offset=%d highwater=%d: re-fetching%s %s",
                 tp.topic,
                 tp.partition,
                 processed,
                 highwater,
+                " (it was out of the fetched set)" if resumed else "",
+                " ".join(f"{k}={v}" for k, v in state.items()),
             )
             metrics.stall_recoveries.labels(tp.topic).inc()
-            await app.consumer.seek(tp, processed)
-            last_moved[tp] = (processed, now)
+            await fetching.seek(app.consumer, tp, processed)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal types want a sync handler
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from models.policy import Policy, PolicyError, load_policy
+from models.policy import Policy, PolicyError, load_policy, load_shadow_policy
 from models.schemas import input_schemas, output_schemas
 from streams import demo
 from streams.security import aiokafka_options
@@ -152,10 +152,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _worker(settings: Settings) -> int:
     policy = load_policy(settings.policy_path)  # refused here, before anything starts
+    shadow = (
+        None
+        if settings.shadow_policy_path is None
+        else load_shadow_policy(settings.shadow_policy_path, policy)
+    )
     asyncio.run(ensure_topics(settings))
     from streams.app import create_app  # Faust is slow to import; only the worker needs it
 
-    app = create_app(settings, policy)
+    app = create_app(settings, policy, shadow=shadow)
     sys.argv = [
         "tierpulse",
         "worker",

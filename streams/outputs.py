@@ -14,7 +14,7 @@ from typing import Any
 
 from models.alerts import firing
 from models.event_time import MICROS_PER_SECOND, to_rfc3339
-from models.outputs import SCHEMA_VERSION, TIER_CHANGES
+from models.outputs import ALERTS, SCHEMA_VERSION, TIER_CHANGES, TIER_CHANGES_SHADOW
 from models.policy import Policy
 from sinks.alertmanager import AlertmanagerSink, FiringAlerts
 from sinks.base import SinkUnavailable
@@ -129,8 +129,8 @@ class Outputs:
                     " ".join(f"{k}={body[k]}" for k in _LOGGED if k in body),
                 )
             delivered.append(customer_id)
-        await self.sinks["tier_changes"].flush()
-        await self.sinks["alerts"].flush()
+        for kind in (TIER_CHANGES, TIER_CHANGES_SHADOW, ALERTS):
+            await self.sinks[kind].flush()
         for customer_id in delivered:
             result.states[customer_id][1].status.outbox.clear()
         return delivered

@@ -25,7 +25,7 @@ from models.event_time import EARLIEST, EventClock, Window
 from models.events import CustomerProfile, Invalid, Topic, decode
 from models.policy import Policy
 from models.schedule import DueSchedule
-from models.state import CustomerState, Outcome
+from models.state import CustomerState, Outcome, TierStatus
 from models.tiering import UNRATED
 from streams.positions import InputPositions, PartitionProgress, TopicPartition, Verdict
 
@@ -85,8 +85,9 @@ class Routing:
     partition_of: Callable[[bytes], int] | None = None
 
 
-# What a customer counts as in the tier and KPI-band gauges: (tier, segment, KPI bands).
-Counted = tuple[str, str, tuple[int, ...]]
+# What a customer counts as in the tier, KPI-band and shadow gauges: (tier, segment, KPI bands,
+# shadow tier or None when shadow mode is off).
+Counted = tuple[str, str, tuple[int, ...], str | None]
 
 
 @dataclass
@@ -153,10 +154,13 @@ class Pipeline:
         max_future_skew_us: int,
         max_event_bytes: int,
         cached_states: int = 0,
+        shadow: Policy | None = None,
     ) -> None:
         """``cached_states``: decoded states kept between batches (the most recent, shared out
-        among the partitions held)."""
+        among the partitions held). ``shadow``: a second policy every customer is also scored
+        with (shadow mode, models/evaluation.py)."""
         self.policy, self.window, self.routing = policy, window, routing
+        self.shadow = shadow
         self.cached_states = cached_states
         self.lateness_us, self.max_future_skew_us = lateness_us, max_future_skew_us
         self.max_event_bytes = max_event_bytes
@@ -483,7 +487,9 @@ class Pipeline:
         touched[customer_id] = _Touched(
             state,
             partition,
-            _counted_as(status.as_of, status.tier, status.segment, status.bands) if counted else None,
+            self._counted_as(status.as_of, status.tier, status.segment, status.bands, state.shadow)
+            if counted
+            else None,
         )
         return state
 
@@ -498,7 +504,7 @@ class Pipeline:
             self._held[entry.partition].decisions.set(customer_id, EARLIEST)
             return
         try:
-            evaluation = evaluate(entry.state, self.policy, self.window, as_of)
+            evaluation = evaluate(entry.state, self.policy, self.window, as_of, self.shadow)
         except Exception:
             # A bug in the core, not in a message: the state keeps what it absorbed (evaluate is
             # all or nothing) and the next sweep tries again; the batch goes on.
@@ -514,7 +520,12 @@ class Pipeline:
         if evaluation.changed or always_write:
             result.snapshots[customer_id] = evaluation.snapshot
         result.states[customer_id] = (entry.partition, entry.state)
-        now = (evaluation.snapshot.tier, evaluation.snapshot.segment, tuple(entry.state.status.bands))
+        now = (
+            evaluation.snapshot.tier,
+            evaluation.snapshot.segment,
+            tuple(entry.state.status.bands),
+            _shadow_tier(entry.state.shadow) if self.shadow else None,
+        )
         if now != entry.was:
             tally = held.population
             if entry.was is not None:
@@ -592,9 +603,11 @@ class Pipeline:
             summary = StoredSummary.of(stored)
             key = _counted_as(summary.as_of, summary.tier, summary.segment, summary.bands)
             if key is not None:
+                if self.shadow is not None and summary.shadow_version is not None:
+                    key = (*key[:3], summary.shadow_tier or UNRATED)
                 held.population[key] += 1
                 result.population_changed = True
-            if summary.as_of is not None and summary.policy_version == self.policy.version:
+            if summary.as_of is not None and self._versions_are_current(summary):
                 held.decisions.set(customer_id, summary.due)
                 held.refreshes.set(customer_id, summary.refresh)
             else:
@@ -616,6 +629,27 @@ class Pipeline:
                 result.scanned_whole.add(partition)
                 held.scanned = None
 
+    def _counted_as(
+        self,
+        as_of: int | None,
+        tier: str | None,
+        segment: str | None,
+        bands: Iterable[int],
+        shadow: TierStatus | None,
+    ) -> Counted | None:
+        key = _counted_as(as_of, tier, segment, bands)
+        if key is None or self.shadow is None:
+            return key
+        return (*key[:3], _shadow_tier(shadow))
+
+    def _versions_are_current(self, summary: StoredSummary) -> bool:
+        """Whether the stored evaluation was under the policies scored with now: otherwise the
+        customer is due at once (a new live version, a shadow policy turned on, changed or off:
+        off, its evaluation drops the shadow status)."""
+        if summary.policy_version != self.policy.version:
+            return False
+        return summary.shadow_version == (None if self.shadow is None else self.shadow.version)
+
     def _keep_decoded(self, touched: dict[str, _Touched], result: BatchResult) -> None:
         """Keep the batch's states decoded for the next batches: those stored, which are as the
         table will hold them; a touched state not stored (a message that failed half way) is
@@ -634,8 +668,13 @@ class Pipeline:
 def _counted_as(
     as_of: int | None, tier: str | None, segment: str | None, bands: Iterable[int]
 ) -> Counted | None:
-    """What a customer counts as in the tier and KPI-band gauges: its last evaluation's."""
-    return None if as_of is None or segment is None else (tier or UNRATED, segment, tuple(bands))
+    """What a customer counts as in the tier and KPI-band gauges: its last evaluation's (no
+    shadow tier: see Pipeline._counted_as)."""
+    return None if as_of is None or segment is None else (tier or UNRATED, segment, tuple(bands), None)
+
+
+def _shadow_tier(shadow: TierStatus | None) -> str | None:
+    return None if shadow is None or shadow.policy_version is None else shadow.tier or UNRATED
 
 
 def _dead_letter(

@@ -29,6 +29,7 @@ class TopicNames(BaseModel):
     invoices: str = "invoices"
     customers: str = "customers"
     tier_changes: str = "customer-tier-changes"
+    tier_changes_shadow: str = "customer-tier-changes-shadow"  # the shadow policy's (shadow mode)
     alerts: str = "customer-alerts"
     dead_letters: str = "tierpulse-dead-letters"
     rekeyed: str = "tierpulse-rekeyed"  # unkeyed / wrongly keyed input, re-sent keyed by customer_id
@@ -94,6 +95,10 @@ class Settings(BaseSettings):
     store: str = "rocksdb://"  # memory:// for tests
     data_dir: Path = Path("tierpulse-data")
     policy_path: Path = DEFAULT_POLICY_PATH
+    # Shadow mode (README, "Policy lab"): every customer is also scored with this policy, its tier
+    # changes go to topics.tier_changes_shadow and nothing the CRM reads changes. A restart
+    # turns it on or off.
+    shadow_policy_path: Path | None = None
 
     bucket_seconds: int = Field(86_400, gt=0)
     window_seconds: int = Field(30 * 86_400, gt=0)

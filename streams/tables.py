@@ -88,7 +88,7 @@ class CurrentEvents:
             _current_event.reset(token)
 
 
-def scorer_pipeline(policy: Policy, settings: Settings) -> Pipeline:
+def scorer_pipeline(policy: Policy, settings: Settings, shadow: Policy | None = None) -> Pipeline:
     """The batch pipeline a worker runs (the backtest runs the same), from the settings."""
     names = settings.topics
     return Pipeline(
@@ -104,4 +104,5 @@ def scorer_pipeline(policy: Policy, settings: Settings) -> Pipeline:
         max_future_skew_us=round(settings.max_future_skew_seconds * MICROS_PER_SECOND),
         max_event_bytes=settings.max_event_bytes,
         cached_states=settings.state_cache_customers,
+        shadow=shadow,
     )

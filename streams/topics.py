@@ -35,7 +35,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     """Create what is missing; return the names created. Raises TopicLayoutError on a mismatch."""
     names = settings.topics
     copartitioned = [*names.input_kinds(), names.rekeyed, names.sweep]
-    outputs = [names.tier_changes, names.alerts, names.dead_letters]
+    outputs = [names.tier_changes, names.tier_changes_shadow, names.alerts, names.dead_letters]
     changelogs = [f"{settings.app_id}-{table}-changelog" for table in TABLES]
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers(settings), request_timeout_ms=10_000, **aiokafka_options(settings)

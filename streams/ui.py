@@ -2,9 +2,10 @@
 
 ``/ui/customers/{customer_id}`` is routed to the worker that owns the customer's partition,
 like ``/customers/{customer_id}``: it reads the customer's state from the table, and its tier
-history from Redis. ``/ui`` (customers per tier, search, a tier's ids a page at a time, the
-rollups per account manager and region) reads Redis, so any worker answers it. With Redis off or
-down the pages say so where they would show what it holds, and show the rest.
+history from Redis. ``/ui`` (customers per tier, a search by id or by the start of a name, a
+tier's ids a page at a time, the rollups per account manager and region) reads Redis, so any
+worker answers it. With Redis off or down the pages say so where they would show what it holds,
+and show the rest.
 
 What a page shows, and its HTML, is decided in streams/ui_pages.py (pure, tested without a
 worker); this module only reads what the pages need. They ask for the same optional bearer
@@ -27,6 +28,7 @@ from models.policy import Policy
 from models.state import CustomerState
 from models.tiering import UNRATED
 from sinks.base import SinkUnavailable
+from sinks.names import NameSearch
 from sinks.redis import SnapshotSink
 from sinks.rollups import DIMENSIONS
 from streams.settings import Settings
@@ -95,18 +97,22 @@ def add_ui_views(
 
     @app.page("/ui")
     async def index(web: View, request: Request) -> Response:
-        """Customers per tier and the rollups; ?q= opens a customer's page (when Redis has its
-        snapshot); ?tier=&cursor= lists a tier's ids a page at a time."""
+        """Customers per tier and the rollups; ?q= opens a customer's page when it is an id with
+        a snapshot and no customer's name starts with it, else lists the customers whose name
+        does (&from= for the next page); ?tier=&cursor= lists a tier's ids a page at a time."""
         if (refusal := refused(web, request)) is not None:
             return refusal
         query = request.query.get("q", "").strip()
+        start = _whole(request.query.get("from"))
         found: bool | None = None
+        search: NameSearch | None = None
         if query:
             try:
                 found = await redis_sink.has_snapshot(query)
+                search = await redis_sink.search_names(query, start)
             except SinkUnavailable:
-                found = None
-            if found:
+                found, search = None, None
+            if found and search is not None and not search.matches and not start:
                 return web.html("", content_type=HTML, status=302, headers={"Location": customer_href(query)})
         tier, cursor = request.query.get("tier") or None, request.query.get("cursor") or None
         note = ""
@@ -120,8 +126,25 @@ def add_ui_views(
             rollups, listing, note = None, None, f"Counts and lists live in Redis: {error}"
         if tier is not None and tier not in tiers:
             note = f"No tier {tier}: the tiers are {', '.join(tiers)}."
-        view = index_page(tiers, rollups, query=query, found=found, listing=listing, note=note)
+        view = index_page(
+            tiers,
+            rollups,
+            query=query,
+            found=found,
+            search=search,
+            search_from=start,
+            listing=listing,
+            note=note,
+        )
         return web.html(render_index(view), content_type=HTML)
+
+
+def _whole(text: str | None) -> int:
+    """A page's start from the query string: a whole number from 0 (0 when it is not one)."""
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
 
 
 PAGE_SECONDS = 5.0  # how long a page of an unchanged state is served as drawn

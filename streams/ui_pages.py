@@ -2,11 +2,11 @@
 
 ``customer_page`` and ``index_page`` build plain view models from what the worker holds (a
 snapshot, the segment that scores it, the profile, the firing alerts, the tier history read from
-Redis, the rollups); ``render_customer``, ``render_index`` and ``render_message`` turn them into
-HTML with the Jinja templates in ``streams/templates/`` (package data). Every value is formatted
-here, so a test (or the browser test) formats a figure the way the page does with the same
-function. Autoescaping is on for every template: customer ids, names and account managers come
-from producers and are never trusted as markup.
+Redis, the rollups, a name search); ``render_customer``, ``render_index`` and ``render_message``
+turn them into HTML with the Jinja templates in ``streams/templates/`` (package data). Every value
+is formatted here, so a test (or the browser test) formats a figure the way the page does with
+the same function. Autoescaping is on for every template: customer ids, names and account
+managers come from producers and are never trusted as markup.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from models.event_time import to_rfc3339
 from models.kpis import KPI_NAMES, KpiName
 from models.policy import SegmentPolicy
 from models.tiering import UNASSIGNED, UNRATED, composite_score
+from sinks.names import PAGE as MATCHES_PAGE
+from sinks.names import NameSearch
+from sinks.rollups import at_risk_tier, revenue_at_risk
 
 # Shown as percentages; counts as whole numbers; the rest with two decimals.
 PERCENT_KPIS = frozenset(
@@ -41,7 +44,7 @@ PERCENT_KPIS = frozenset(
 WHOLE_KPIS = frozenset({"order_count", "retained"})
 NONE = "—"
 PAGE_SIZE = 100  # customer ids per page of a tier's list
-MAX_ROLLUP_ROWS = 50  # per dimension, the largest by revenue: names come from producers' profiles
+MAX_ROLLUP_ROWS = 50  # per dimension, most revenue at risk first: names come from producers' profiles
 SPARK_WIDTH, SPARK_HEIGHT = 240.0, 48.0
 
 
@@ -280,6 +283,8 @@ class TierCount:
 class RollupRow:
     name: str
     revenue: str
+    revenue_at_risk: str  # of its customers in the worst tier ("—": not known yet)
+    at_risk_revenue: bool  # some revenue is at risk: shown as the at-risk column is
     mean_score: str
     tiers: tuple[int, ...]  # customers per tier, in RollupTable.tiers order
     alerts: int  # open alerts, all severities
@@ -290,7 +295,7 @@ class RollupTable:
     dimension: str
     tiers: tuple[str, ...]
     at_risk: str  # the worst tier: its column is the one to watch
-    rows: tuple[RollupRow, ...]
+    rows: tuple[RollupRow, ...]  # the most revenue at risk first, then the most revenue
     more: int  # rollups past MAX_ROLLUP_ROWS, not shown
 
 
@@ -303,11 +308,21 @@ class TierListing:
 
 
 @dataclass(frozen=True, slots=True)
+class NameMatchRow:
+    name: str
+    customer_id: str
+    href: str
+
+
+@dataclass(frozen=True, slots=True)
 class IndexPage:
     tiers: tuple[TierCount, ...]
     query: str
     search_note: str
     search_link: Link | None
+    matches: tuple[NameMatchRow, ...]  # the customers whose name starts with the query
+    matches_from: int  # the first match's position (0: the first page)
+    matches_next_href: str  # "" on the last page
     listing: TierListing | None
     rollups: tuple[RollupTable, ...]
     note: str  # why figures are missing (Redis off or down)
@@ -319,15 +334,19 @@ def index_page(
     *,
     query: str = "",
     found: bool | None = None,
+    search: NameSearch | None = None,
+    search_from: int = 0,
     listing: tuple[str, Sequence[str], str | None, str | None] | None = None,
     note: str = "",
 ) -> IndexPage:
     """The overview: customers per tier (summed over the region rollups: each customer is in
     exactly one), a search result, one tier's page of ids, the rollups by dimension.
 
-    ``tiers``: best first, ``unrated`` included; ``rollups``: dimension -> its rollups by revenue
-    (None: Redis could not be read); ``found``: whether the searched id has a snapshot (None:
-    unknown); ``listing``: (tier, this page's ids, this page's cursor, the next page's cursor)."""
+    ``tiers``: best first, ``unrated`` included; ``rollups``: dimension -> its rollups (None:
+    Redis could not be read); ``found``: whether the searched id has a snapshot (None: unknown);
+    ``search``: the page of customers whose name starts with the query that starts at the
+    ``search_from``-th; ``listing``: (tier, this page's ids, this page's cursor, the next page's
+    cursor)."""
     counts: dict[str, int] | None = None
     if rollups is not None:
         counts = dict.fromkeys(tiers, 0)
@@ -335,14 +354,18 @@ def index_page(
             for tier, n in rollup.get("tiers", {}).items():
                 counts[tier] = counts.get(tier, 0) + int(n)
     shown_tiers = tuple(tiers) + tuple(t for t in (counts or {}) if t not in tiers)
-    rated = [t for t in tiers if t != UNRATED]
-    at_risk = rated[-1] if rated else UNRATED
+    at_risk = at_risk_tier(tiers)
+    matches = search.matches if search is not None else ()
     search_note, search_link = "", None
-    if query and found is False:
-        search_note = f"No customer {query} has a snapshot."
-    elif query and found is None:
+    if query and found is None:
         search_note = "Redis cannot tell which customers exist now; the customer's page may."
         search_link = Link(query, customer_href(query))
+    elif query and found:
+        search_note, search_link = "The customer with this id:", Link(query, customer_href(query))
+    elif query and not matches:
+        search_note = f"No customer {query} has a snapshot, and no customer name starts with it."
+        if search_from:
+            search_note = f"No more customers whose name starts with {query}."
     return IndexPage(
         tiers=tuple(
             TierCount(t, None if counts is None else counts.get(t, 0), "/ui?" + urlencode({"tier": t}))
@@ -351,6 +374,13 @@ def index_page(
         query=query,
         search_note=search_note,
         search_link=search_link,
+        matches=tuple(NameMatchRow(m.name, m.customer_id, customer_href(m.customer_id)) for m in matches),
+        matches_from=search_from,
+        matches_next_href=(
+            "/ui?" + urlencode({"q": query, "from": search_from + MATCHES_PAGE})
+            if search is not None and search.more
+            else ""
+        ),
         listing=None if listing is None else _listing(*listing),
         rollups=tuple(
             _rollup_table(dimension, found_rollups, shown_tiers, at_risk)
@@ -372,16 +402,23 @@ def _listing(tier: str, ids: Sequence[str], cursor: str | None, next_cursor: str
 def _rollup_table(
     dimension: str, rollups: Sequence[Mapping[str, Any]], tiers: tuple[str, ...], at_risk: str
 ) -> RollupTable:
-    rows = tuple(
-        RollupRow(
+    def ranked(r: Mapping[str, Any]) -> tuple[float, float, str]:
+        # Not known yet (written before revenue per tier was kept) ranks as none at risk.
+        return -(revenue_at_risk(r, at_risk) or 0.0), -float(r.get("revenue") or 0), str(r["name"])
+
+    def row(r: Mapping[str, Any]) -> RollupRow:
+        risked = revenue_at_risk(r, at_risk)
+        return RollupRow(
             name=str(r["name"]),
             revenue=f"{float(r.get('revenue') or 0):,.2f}",
+            revenue_at_risk=NONE if risked is None else f"{risked:,.2f}",
+            at_risk_revenue=bool(risked),
             mean_score=format_score(r.get("mean_score")),
             tiers=tuple(int(r.get("tiers", {}).get(t, 0)) for t in tiers),
             alerts=sum(int(n) for n in r.get("alerts", {}).values()),
         )
-        for r in rollups[:MAX_ROLLUP_ROWS]
-    )
+
+    rows = tuple(row(r) for r in sorted(rollups, key=ranked)[:MAX_ROLLUP_ROWS])
     return RollupTable(dimension, tiers, at_risk, rows, max(0, len(rollups) - MAX_ROLLUP_ROWS))
 
 

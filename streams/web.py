@@ -22,7 +22,7 @@ from sinks.alertmanager import AlertmanagerSink
 from sinks.base import SinkUnavailable
 from sinks.metrics import ScorerMetrics
 from sinks.redis import NoSnapshots, SnapshotSink
-from sinks.rollups import DIMENSIONS
+from sinks.rollups import DIMENSIONS, at_risk_tier, revenue_at_risk
 from streams.settings import Settings
 
 
@@ -36,6 +36,7 @@ def add_web_views(
     alertmanager: AlertmanagerSink | None = None,
 ) -> None:
     token = bearer_token(settings)
+    at_risk = at_risk_tier(policy.tiers)
 
     def refused(web: View, request: Request) -> Response | None:
         """401 unless the request carries the token (when one is set)."""
@@ -90,15 +91,17 @@ def add_web_views(
 
     @app.page("/rollups/{dimension}")
     async def rollups(web: View, request: Request, dimension: str) -> Response:
-        """Every account manager's or region's rollup (contract v2 §5), by revenue."""
+        """Every account manager's or region's rollup (contract v2 §5), by revenue, each with
+        its revenue at risk (of its customers in the policy's worst tier; null until known)."""
         if (refusal := refused(web, request)) is not None:
             return refusal
         if dimension not in DIMENSIONS:
             return web.json({"error": f"no dimension {dimension}: {' or '.join(DIMENSIONS)}"}, status=404)
         try:
-            return web.json(await redis_sink.rollups(dimension))
+            found = await redis_sink.rollups(dimension)
         except SinkUnavailable as error:
             return web.json({"error": str(error)}, status=503)
+        return web.json([{**r, "revenue_at_risk": revenue_at_risk(r, at_risk)} for r in found])
 
     @app.page("/rollups/{dimension}/{name}")
     async def rollup(web: View, request: Request, dimension: str, name: str) -> Response:
@@ -111,7 +114,8 @@ def add_web_views(
             return web.json({"error": str(error)}, status=503)
         if found is None:
             return web.json({"error": f"no rollup {dimension}/{name}"}, status=404)
-        return web.json({"dimension": dimension, "name": name, **found})
+        at_risk_revenue = revenue_at_risk(found, at_risk)
+        return web.json({"dimension": dimension, "name": name, **found, "revenue_at_risk": at_risk_revenue})
 
     def health() -> dict[str, object]:
         return {

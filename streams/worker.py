@@ -5,14 +5,15 @@ worker starts, not when this module is imported (``faust -A streams.worker worke
 needs no broker).
 """
 
-from models.policy import load_policy
+from models.policy import load_policy, load_shadow_policy
 from streams.app import create_app
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
 settings = Settings()
 policy = load_policy(settings.policy_path)
-app = create_app(settings, policy)
+shadow = load_shadow_policy(settings.shadow_policy_path, policy)
+app = create_app(settings, policy, shadow=shadow)
 
 
 async def _create_topics() -> None:

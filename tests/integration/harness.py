@@ -366,10 +366,11 @@ def http_json(url: str) -> tuple[int, Any]:
         return error.code, json.loads(error.read() or b"null")
 
 
-def chain_problems(changes: list[dict[str, Any]]) -> list[str]:
-    """Contract §5: per customer, each change's previous_tier is the last change's new_tier;
-    a change sent twice carries the same event_id and the same content."""
-    problems, last, by_id = [], {}, {}
+def chain_problems(changes: list[dict[str, Any]], start: dict[str, str] | None = None) -> list[str]:
+    """Contract §5: per customer, each change's previous_tier is the last change's new_tier (at
+    first, the customer's ``start``, or unrated); a change sent twice carries the same event_id
+    and the same content."""
+    problems, last, by_id = [], dict(start or {}), {}
     for change in changes:
         body = {k: v for k, v in change.items() if k != "emitted_at"}
         if change["event_id"] in by_id:

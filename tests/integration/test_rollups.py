@@ -1,9 +1,12 @@
 """Rollups per account manager and region (contract v2 §5) in the real Redis: always the sum over
-the customers' current snapshots — for any sequence of writes, re-writes and moves (the script
-in sinks/rollups.py), and end to end after a messy stream with profile moves and a kill."""
+the customers' current snapshots — revenue at risk (per tier) included — for any sequence of
+writes, re-writes and moves (the script in sinks/rollups.py), and end to end after a messy
+stream with profile moves and a kill. The name index the same script keeps (sinks/names.py):
+always one member per named customer, its latest name."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import urllib.parse
@@ -16,11 +19,20 @@ import redis
 
 from models.evaluation import Snapshot
 from models.kpis import KPI_NAMES, Kpis
+from sinks.names import NameMatch, index_member, name_of
 from sinks.redis import RedisSnapshotSink
+from sinks.rollups import revenue_at_risk, rollup_json
 from tests.integration.harness import ScorerRun, http_json
 from tests.integration.test_resilience import demo_log
 
 TIERS = ("strategic", "key", "standard", "at_risk", "unrated")
+AT_RISK = "at_risk"  # the default policy's worst tier
+NAMES = ("王芳", "王芳芳", "王五", "Acme Trading", "ACME  trading", "nul\x00in", " ", "")
+
+
+def named(snapshot: Snapshot, name: str) -> Snapshot:
+    """The snapshot with its profile's name."""
+    return dataclasses.replace(snapshot, name=name)
 
 
 def _snapshot(rng: random.Random, customer: str) -> Snapshot:
@@ -31,7 +43,8 @@ def _snapshot(rng: random.Random, customer: str) -> Snapshot:
     alerts = tuple((s, n) for s in ("critical", "warning") if (n := rng.randrange(3)))
     owners = (rng.choice(["王芳", "李伟", "unassigned"]), rng.choice(["华东", "west"]))
     score = None if tier == "unrated" else rng.uniform(0, 100)
-    return Snapshot(customer, tier, score, "standard", "v1", 0, kpis, owners, alerts)
+    snapshot = Snapshot(customer, tier, score, "standard", "v1", 0, kpis, owners, alerts)
+    return named(snapshot, rng.choice(NAMES))
 
 
 def expected_rollups(latest: dict[str, dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -43,6 +56,7 @@ def expected_rollups(latest: dict[str, dict[str, Any]]) -> dict[tuple[str, str],
                 (dimension, name),
                 {
                     "revenue": Decimal(0),
+                    "revenue_by_tier": Counter(),
                     "scores": [],
                     "tiers": Counter(),
                     "alerts": Counter(),
@@ -51,6 +65,7 @@ def expected_rollups(latest: dict[str, dict[str, Any]]) -> dict[tuple[str, str],
                 },
             )
             r["revenue"] += s["revenue"]
+            r["revenue_by_tier"][s["tier"]] += s["revenue"]
             r["tiers"][s["tier"]] += 1
             r["members"].setdefault(s["tier"], set()).add(customer)
             if s["tier"] != "unrated" and s["score"] is not None:
@@ -59,6 +74,11 @@ def expected_rollups(latest: dict[str, dict[str, Any]]) -> dict[tuple[str, str],
             if s["retained"] is not None:
                 r["retained"].append(s["retained"])
     return rollups
+
+
+def at_risk_revenue(want: dict[str, Any]) -> float:
+    """An expected rollup's revenue at risk as the API answers it (2 decimals)."""
+    return float(f"{want['revenue_by_tier'][AT_RISK]:.2f}")
 
 
 def rollup_problems(client: redis.Redis, prefix: str, latest: dict[str, dict[str, Any]]) -> list[str]:
@@ -70,6 +90,15 @@ def rollup_problems(client: redis.Redis, prefix: str, latest: dict[str, dict[str
         where = f"{dimension}/{name}"
         if got.get("revenue") != f"{want['revenue']:.2f}":
             problems.append(f"{where}: revenue {got.get('revenue')}, expected {want['revenue']:.2f}")
+        for tier in TIERS:  # revenue per tier: the revenue at risk is the worst tier's
+            by_tier, expected = got.get(f"revenue:tier:{tier}", "0.00"), want["revenue_by_tier"][tier]
+            if by_tier != f"{expected:.2f}":
+                problems.append(f"{where}: revenue:tier:{tier} {by_tier}, expected {expected:.2f}")
+        if int(got.get("revenue_customers", 0)) != sum(want["tiers"].values()):
+            problems.append(f"{where}: revenue_customers {got.get('revenue_customers')}")
+        at_risk = revenue_at_risk(rollup_json(got, {}), AT_RISK)
+        if at_risk != at_risk_revenue(want):
+            problems.append(f"{where}: revenue at risk {at_risk}, expected {at_risk_revenue(want)}")
         mean = sum(want["scores"]) / len(want["scores"]) if want["scores"] else None
         if (mean is None) != (got.get("mean_score") == "") or (
             mean is not None and abs(float(got["mean_score"]) - mean) > 1e-6
@@ -95,6 +124,16 @@ def rollup_problems(client: redis.Redis, prefix: str, latest: dict[str, dict[str
         everyone = {m.decode() for m in client.smembers(f"{prefix}tier:{tier}")}
         if everyone != {c for c, s in latest.items() if s["tier"] == tier}:
             problems.append(f"tier:{tier} set {sorted(everyone)}")
+    return problems
+
+
+def name_problems(client: redis.Redis, prefix: str, names: dict[str, str]) -> list[str]:
+    """The name index against each customer's latest name (customer -> name; "" for none)."""
+    got = {m.decode(): score for m, score in client.zrange(f"{prefix}names", 0, -1, withscores=True)}
+    want = {index_member(name, customer) for customer, name in names.items()} - {""}
+    problems = [f"names: {member!r} at score {score}" for member, score in got.items() if score != 0]
+    if set(got) != want:
+        problems.append(f"names: extra {sorted(set(got) - want)!r}, missing {sorted(want - set(got))!r}")
     return problems
 
 
@@ -124,9 +163,11 @@ async def test_any_sequence_of_writes_moves_and_re_writes_leaves_the_sum_of_the_
                     "score": snapshot.score,
                     "alerts": dict(snapshot.open_alerts),
                     "retained": snapshot.kpis.retained,
+                    "name": name_of(snapshot),
                 }
             client = redis.Redis.from_url(redis_url)
             assert rollup_problems(client, prefix, latest) == []
+            assert name_problems(client, prefix, {c: s["name"] for c, s in latest.items()}) == []
         by_revenue = await sink.rollups("account_manager")
         assert [r["revenue"] for r in by_revenue] == sorted((r["revenue"] for r in by_revenue), reverse=True)
         one = await sink.rollup("region", "west")
@@ -138,14 +179,69 @@ async def test_any_sequence_of_writes_moves_and_re_writes_leaves_the_sum_of_the_
             client.delete(key)
 
 
+async def test_the_name_index_finds_customers_by_the_start_of_their_latest_name(
+    redis_url: str, unique_name: Callable[[str], str]
+) -> None:
+    prefix = unique_name("tp") + ":"
+    sink, rng = RedisSnapshotSink(redis_url, prefix), random.Random(5)
+    client = redis.Redis.from_url(redis_url)
+
+    async def write(customer: str, name: str) -> None:
+        sink.add(named(_snapshot(rng, customer), name))
+        await sink.flush()
+
+    try:
+        await write("客户-1", "上海华东物流有限公司")
+        await write("客户-2", "上海华东物流有限公司")  # the same name: both found
+        await write("c-3", "Ａcme\x00 Trading")  # full width, a NUL: found as "acme trading"
+        await write("c-4", "王芳")
+        found = await sink.search_names("上海华")  # a Chinese name by its first characters
+        assert found.matches == (
+            NameMatch("客户-1", "上海华东物流有限公司"),
+            NameMatch("客户-2", "上海华东物流有限公司"),
+        )
+        assert not found.more
+        assert (await sink.search_names("ACME t")).matches == (NameMatch("c-3", "Ａcme Trading"),)
+        assert (await sink.search_names("华东")).matches == ()  # the start of a name, not any part
+
+        await write("客户-1", "杭州新名字")  # a rename: the old name is gone, the new one found
+        await write("客户-1", "杭州新名字")  # written again: changes nothing
+        assert [m.customer_id for m in (await sink.search_names("上海")).matches] == ["客户-2"]
+        assert (await sink.search_names("杭州")).matches == (NameMatch("客户-1", "杭州新名字"),)
+        await write("c-4", "")  # a profile without a name any more: out of the index
+        assert (await sink.search_names("王")).matches == ()
+        names = {"客户-1": "杭州新名字", "客户-2": "上海华东物流有限公司", "c-3": "Ａcme\x00 Trading"}
+        assert name_problems(client, prefix, names) == []
+
+        for n in range(7):  # pages, by name then id
+            await write(f"p{n}", f"page {n}")
+        first = await sink.search_names("page", 0, 3)
+        second = await sink.search_names("page", 3, 3)
+        last = await sink.search_names("page", 6, 3)
+        assert first.more and second.more and not last.more
+        shown = [m.name for page in (first, second, last) for m in page.matches]
+        assert shown == [f"page {n}" for n in range(7)]
+    finally:
+        await sink.close()
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+
+
 async def test_rollups_equal_the_snapshots_after_a_messy_stream_with_moves_and_a_kill(
     scorer: ScorerRun,
 ) -> None:
     log = demo_log(customers=16, days=10, seed=8)
+    named_first = 0  # five customers have a name from the start; three of them are renamed below
+    for n, (kind, key, value) in enumerate(log):
+        if kind == "customers" and key and value and named_first < 5:
+            profile = {**json.loads(value), "name": f"王芳 {named_first}"}
+            log[n] = (kind, key, json.dumps(profile, ensure_ascii=False).encode())
+            named_first += 1
     profiles = [json.loads(value) for kind, _, value in log if kind == "customers" and value]
     moves = []
     for profile in profiles[:3]:  # three customers move to another manager and region mid-stream
-        moved = {**profile, "account_manager": "新经理", "region": "west"}
+        renamed = f"新名 {profile['customer_id']}"
+        moved = {**profile, "account_manager": "新经理", "region": "west", "name": renamed}
         moves.append(
             ("customers", profile["customer_id"].encode(), json.dumps(moved, ensure_ascii=False).encode())
         )
@@ -180,13 +276,21 @@ async def test_rollups_equal_the_snapshots_after_a_messy_stream_with_moves_and_a
         }
     assert rollup_problems(client, f"{scorer.name}:", latest) == []
     assert any(c["account_manager"] == "新经理" for c in latest.values())
+    # Renamed by the moves: only the latest names are found.
+    names = {c: owners.get(c, {}).get("name", "") for c in latest}
+    assert any(n.startswith("新名") for n in names.values())
+    assert name_problems(client, f"{scorer.name}:", names) == []
 
     base = f"http://127.0.0.1:{port}"
     status, listed = http_json(f"{base}/rollups/account_manager")
     assert status == 200 and {r["name"] for r in listed} == {c["account_manager"] for c in latest.values()}
+    want = expected_rollups(latest)
+    for r in listed:  # the revenue of the customers in the policy's worst tier, to the cent
+        assert r["revenue_at_risk"] == at_risk_revenue(want[("account_manager", r["name"])])
     moved = sorted(c for c, s in latest.items() if s["account_manager"] == "新经理")
     status, one = http_json(f"{base}/rollups/account_manager/{urllib.parse.quote('新经理')}")
     assert status == 200 and sorted(m for ms in one["customers"].values() for m in ms) == moved
+    assert one["revenue_at_risk"] == at_risk_revenue(want[("account_manager", "新经理")])
     pages, cursor = [], ""
     while True:  # every customer of the region "west", two a page
         status, page = http_json(
@@ -227,6 +331,10 @@ async def test_huge_revenues_neither_stall_the_sink_nor_break_the_sums(
         assert sink.healthy
         revenue = client.hget(f"{prefix}rollup:account_manager:m2", "revenue")
         assert revenue == "9000000000000.00"  # nine counted; the tenth's snapshot is written alone
+        assert client.hget(f"{prefix}rollup:account_manager:m2", "revenue_customers") == "9"
+        fields = client.hgetall(f"{prefix}rollup:account_manager:m2")
+        by_tier = [Decimal(v) for k, v in fields.items() if k.startswith("revenue:tier:")]
+        assert sum(by_tier) == Decimal(revenue)  # (whole amounts: no rounding between them)
         assert client.exists(f"{prefix}customer:cap9") and not client.exists(f"{prefix}contribution:cap9")
     finally:
         await sink.close()

@@ -1,7 +1,8 @@
 """The web UI in a real browser (Debian's chromium, headless, driven by selenium) against a real
 worker: a customer page shows what the snapshot in Redis says, formatted as the page formats it;
 a profile that carries a script is shown as text and never runs; Chinese text arrives intact;
-the index lists the tiers and rollups, and its search opens a customer's page.
+the index lists the tiers and rollups (with their revenue at risk), its search opens a
+customer's page by id and lists customers by the start of their name.
 
 ``TIERPULSE_UI_SCREENSHOTS=1`` also saves the pages to docs/ui-customer.png and
 docs/ui-index.png (for the README; install fonts-noto-cjk first, or the Chinese glyphs are
@@ -187,6 +188,9 @@ async def test_customer_pages_and_the_index_in_a_real_browser(scorer: ScorerRun,
     text = _visible(browser)
     assert browser.execute_script("return window.__xss") is None
     assert XSS in text and "李雷" in text and "华东" in text  # the rollups' names
+    for dimension in ("account_manager", "region"):
+        headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, f"#rollup-{dimension} th")]
+        assert headers[:3] == [dimension.replace("_", " "), "revenue", "revenue at risk"], headers
     tiers = browser.find_elements(By.CSS_SELECTOR, "#tiers a")
     assert {a.text for a in tiers} >= {"strategic", "key", "standard", "at_risk", "unrated"}
     _screenshot(browser, "ui-index.png")
@@ -198,4 +202,11 @@ async def test_customer_pages_and_the_index_in_a_real_browser(scorer: ScorerRun,
     browser.get(f"{base}/ui?q={quote(CHINESE)}")  # the search opens the customer's page
     assert browser.current_url == url and browser.find_element(By.ID, "tier").text
     browser.get(f"{base}/ui?q=nobody")
-    assert "No customer nobody has a snapshot." in _visible(browser)
+    assert "No customer nobody has a snapshot, and no customer name starts with it." in _visible(browser)
+
+    browser.get(f"{base}/ui?q={quote('王')}")  # the start of a name: a list of the customers so named
+    found = [(a.text, a.get_attribute("href")) for a in browser.find_elements(By.CSS_SELECTOR, "#matches a")]
+    assert ("王芳", url) in found and (CHINESE, url) in found
+    browser.get(f"{base}/ui?q={quote('<SCRIPT>')}")  # casefolded; the name shown as text, never run
+    assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#matches a")] == [XSS, HOSTILE]
+    assert browser.execute_script("return window.__xss") is None

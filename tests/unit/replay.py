@@ -43,6 +43,7 @@ def make_pipeline(
     window: Window,
     partition_of: Callable[[bytes], int | None] | None = None,
     cached_states: int = 8,
+    shadow: Policy | None = None,
 ) -> Pipeline:
     """A scorer's pipeline over the simulated topics (plus customers, re-keyed input, sweeps)."""
     routing = Routing({**TOPICS, "customers": Topic.CUSTOMERS}, "rekeyed", "sweep", partition_of)  # type: ignore[arg-type]
@@ -54,6 +55,7 @@ def make_pipeline(
         max_future_skew_us=3600 * 10**6,
         max_event_bytes=65_536,
         cached_states=cached_states,
+        shadow=shadow,
     )
 
 
@@ -68,6 +70,7 @@ class SimulatedTopics:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     internal_errors: Counter[str] = field(default_factory=Counter)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # tier changes and alerts
 
     def __post_init__(self) -> None:
         self.tables = DictTables(self.partition_of)
@@ -136,6 +139,11 @@ class SimulatedTopics:
 
     def _store(self, result: Any) -> None:
         self.tables.store(result)
+        # Then the outboxes are sent and emptied, and the emptied states stored (streams/app.py).
+        for _, outbox in result.outboxes():
+            self.sent += [(kind, body) for kind, body in outbox]
+            outbox.clear()
+        self.tables.store(result, progress=False)
         self.outcomes.update(result.outcomes)
         self.internal_errors.update(result.internal_errors)
         self.dead_letters += [letter for _, letter in result.dead_letters]

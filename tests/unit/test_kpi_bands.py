@@ -61,5 +61,5 @@ def test_the_bands_survive_the_stored_form_so_a_restart_counts_without_evaluatin
     restarted = pipeline()
     restarted.process([Record("sweep", 0, 0, None, b"")], tables, us(9, minutes=1 / 60))
     assert restarted.population[0] == before
-    [(_, _, bands)] = before
+    [(_, _, bands, _)] = before
     assert len(bands) == len(KPI_BANDS)

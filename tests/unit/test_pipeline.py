@@ -232,17 +232,22 @@ def test_a_recreated_input_topic_is_read_again_from_its_first_record() -> None:
     assert again.outcomes == {("orders", "accepted"): 1} and again.progress[0].next_offsets == {"orders": 1}
 
 
-@pytest.mark.parametrize("policy_changed", [False, True])
+@pytest.mark.parametrize("change", ["none", "policy", "shadow on", "shadow off"])
 def test_an_adopted_customer_keeps_the_schedule_it_was_stored_with_unless_the_policy_changed(
-    policy_changed: bool,
+    change: str,
 ) -> None:
+    """A new live version, or a shadow policy turned on or off (shadow mode), re-plans at once."""
+    candidate = dataclasses.replace(pipeline().policy, version="candidate")
     tables, scorer = DictTables(), pipeline()
+    scorer.shadow = candidate if change == "shadow off" else None
     tables.store(scorer.process([Record("orders", 0, 0, b"c", order("c", 1, day=1))], tables, us(9)))
     due = StoredSummary.of(tables.states["c"]).due
     assert due is not None and us(1.2) < due < us(9)
     restarted = pipeline()
-    if policy_changed:
+    if change == "policy":
         restarted.policy = dataclasses.replace(restarted.policy, version="next")
+    restarted.shadow = candidate if change == "shadow on" else None
+    policy_changed = change != "none"
 
     def c_evaluated_at(instant: int, offset: int) -> bool:
         day = (instant - us(0)) / MICROS_PER_DAY

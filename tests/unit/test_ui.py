@@ -1,5 +1,6 @@
 """The web UI's pages rendered from real customer states, without a worker: what they show,
-that input data is escaped, that Chinese text is kept, and the index's tiers and paging."""
+that input data is escaped, that Chinese text is kept, the index's tiers, paging, name search
+and revenue at risk."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from models.kpis import KPI_NAMES
 from models.outputs import tier_change_body
 from models.policy import load_policy
 from models.state import CustomerState
+from sinks.names import PAGE, NameMatch, NameSearch, search_key
 from sinks.redis import NoSnapshots
 from streams.settings import Settings
 from streams.ui import add_ui_views
@@ -114,10 +116,12 @@ def test_input_data_is_escaped_and_never_markup() -> None:
         {"account_manager": [{"name": XSS, "revenue": 1.0, "tiers": {"key": 1}, "alerts": {}}]},
         query=XSS,
         found=False,
+        search=NameSearch((NameMatch(XSS, XSS),), True),
         listing=("key", [XSS], None, XSS),
     )
     html = render_index(listing)
     assert ESCAPED in html and "<script" not in html
+    assert html.count(ESCAPED) >= 6  # the query twice, a match's name and id, a manager, an id
     assert "%3Cscript%3Ealert%281%29%3C%2Fscript%3E" in html  # in the links, quoted
     assert "<script" not in render_message(XSS, XSS)
 
@@ -160,13 +164,29 @@ def test_the_sparkline_runs_oldest_to_newest_over_the_scores() -> None:
 def test_the_index_lists_the_tiers_the_rollups_and_the_next_page_cursor() -> None:
     rollups = {
         "account_manager": [
-            {"name": "李雷", "revenue": 1500.5, "mean_score": 71.25, "tiers": {"key": 2}, "alerts": {}},
+            {
+                "name": "李雷",
+                "revenue": 1500.5,
+                "mean_score": 71.25,
+                "tiers": {"key": 2},
+                "alerts": {},
+                "revenue_by_tier": {"key": 1500.5},
+            },
             {
                 "name": "ana",
                 "revenue": 10.0,
                 "mean_score": 20.0,
                 "tiers": {"at_risk": 1},
                 "alerts": {"warning": 2},
+                "revenue_by_tier": {"at_risk": 1234.5},
+            },
+            {  # written before revenue per tier was kept: not known yet
+                "name": "old",
+                "revenue": 9999.0,
+                "mean_score": None,
+                "tiers": {"at_risk": 1},
+                "alerts": {},
+                "revenue_by_tier": None,
             },
         ],
         "region": [
@@ -196,6 +216,15 @@ def test_the_index_lists_the_tiers_the_rollups_and_the_next_page_cursor() -> Non
     assert all(f'href="/ui/customers/{c}">{c}</a>' in html for c in page) and "c03" not in html
     assert "李雷" in html and "1,500.50" in html and "71.2" in html
     assert '<td class="num at-risk">1</td>' in html  # ana's customer at risk
+    managers = view.rollups[0]
+    # The most revenue at risk first; unknown ranks as none, then by revenue.
+    assert [(r.name, r.revenue_at_risk) for r in managers.rows] == [
+        ("ana", "1,234.50"),
+        ("old", "—"),
+        ("李雷", "0.00"),
+    ]
+    assert '<th class="num">revenue at risk</th>' in html
+    assert '<td class="num at-risk">1,234.50</td>' in html and '<td class="num">0.00</td>' in html
     last = render_index(index_page(("key",), rollups, listing=("key", ["c06"], "c05", None)))
     assert 'id="next"' not in last and "after c05" in last
 
@@ -203,8 +232,26 @@ def test_the_index_lists_the_tiers_the_rollups_and_the_next_page_cursor() -> Non
 def test_the_index_without_redis_and_a_search_for_nobody() -> None:
     html = render_index(index_page(("key", "unrated"), None, note="Counts and lists live in Redis: down"))
     assert "Counts and lists live in Redis: down" in html and "—" in html
-    html = render_index(index_page(("key",), {"region": []}, query="nobody", found=False))
-    assert "No customer nobody has a snapshot." in html and 'value="nobody"' in html
+    html = render_index(
+        index_page(("key",), {"region": []}, query="nobody", found=False, search=NameSearch((), False))
+    )
+    assert "No customer nobody has a snapshot, and no customer name starts with it." in html
+    assert 'value="nobody"' in html and 'id="matches"' not in html
+
+
+def test_a_name_search_lists_its_matches_a_page_at_a_time_and_an_id_found_too() -> None:
+    first = NameSearch(tuple(NameMatch(f"c{n}", f"王芳 {n}") for n in range(PAGE)), True)
+    view = index_page(("key",), {"region": []}, query="王", found=False, search=first)
+    html = render_index(view)
+    assert html.count('<tr><td><a href="/ui/customers/c') == PAGE and ">王芳 0</a>" in html
+    assert f'id="next-matches" href="/ui?q=%E7%8E%8B&amp;from={PAGE}"' in html
+    last = NameSearch((NameMatch("c99", "王五"),), False)
+    view = index_page(("key",), {"region": []}, query="王", found=True, search=last, search_from=PAGE)
+    html = render_index(view)
+    assert f"from match {PAGE + 1}" in html and "next-matches" not in html
+    assert 'The customer with this id: <a href="/ui/customers/%E7%8E%8B">王</a>' in html
+    beyond = index_page(("key",), {}, query="王", found=False, search=NameSearch((), False), search_from=50)
+    assert beyond.search_note == "No more customers whose name starts with 王."
 
 
 def test_every_template_is_package_data_of_the_wheel() -> None:
@@ -247,8 +294,23 @@ class _Request:
 class _Redis:
     """The reads the UI makes of the snapshot sink, from a few customers."""
 
-    def __init__(self, snapshots: dict[str, Snapshot], history: list[dict[str, Any]]) -> None:
-        self.snapshots, self.changes = snapshots, history
+    def __init__(
+        self,
+        snapshots: dict[str, Snapshot],
+        history: list[dict[str, Any]],
+        names: dict[str, str] | None = None,
+    ) -> None:
+        self.snapshots, self.changes, self.names = snapshots, history, names or {}
+
+    async def search_names(self, query: str, start: int = 0, count: int = PAGE) -> NameSearch:
+        """As the index orders and matches them (tests/unit/test_redis_sink.py checks the index)."""
+        key = search_key(query)
+        found = sorted(
+            (search_key(name), name, customer)
+            for customer, name in self.names.items()
+            if key and search_key(name).startswith(key)
+        )[start:]
+        return NameSearch(tuple(NameMatch(c, name) for _, name, c in found[:count]), len(found) > count)
 
     async def history(self, customer_id: str) -> list[dict[str, Any]]:
         return self.changes
@@ -275,7 +337,7 @@ def _views(redis_sink: Any, customers: dict[bytes, bytes], **settings: Any) -> d
 async def test_the_pages_read_the_table_and_redis_and_say_what_they_cannot_read() -> None:
     state, snapshot, history = scored("客户-0001")
     table = {"客户-0001".encode(): state.to_bytes()}
-    pages = _views(_Redis({"客户-0001": snapshot}, history), table)
+    pages = _views(_Redis({"客户-0001": snapshot}, history, {"客户-0001": "王芳", "c-2": "王五"}), table)
     customer, index = pages["/ui/customers/{customer_id}"], pages["/ui"]
     shown = await customer(_Web(), _Request(), "客户-0001")
     assert shown["status"] == 200 and shown["content_type"] == "text/html"
@@ -283,6 +345,11 @@ async def test_the_pages_read_the_table_and_redis_and_say_what_they_cannot_read(
     assert (await customer(_Web(), _Request(), "nobody"))["status"] == 404
     found = await index(_Web(), _Request({"q": " 客户-0001 "}))
     assert found["status"] == 302 and found["headers"]["Location"] == "/ui/customers/%E5%AE%A2%E6%88%B7-0001"
+    by_name = await index(_Web(), _Request({"q": "王"}))  # the start of a name: the customers so named
+    assert by_name["status"] == 200 and ">王芳</a>" in by_name["body"] and ">王五</a>" in by_name["body"]
+    assert by_name["body"].index("王五") < by_name["body"].index("王芳")  # by name (五 < 芳)
+    only = await index(_Web(), _Request({"q": "王芳", "from": "x"}))  # a bad start is the first page
+    assert 'href="/ui/customers/%E5%AE%A2%E6%88%B7-0001"' in only["body"] and "王五" not in only["body"]
     listed = await index(_Web(), _Request({"tier": snapshot.tier}))
     assert listed["status"] == 200 and 'href="/ui/customers/%E5%AE%A2%E6%88%B7-0001"' in listed["body"]
     assert "No tier gold" in (await index(_Web(), _Request({"tier": "gold"})))["body"]

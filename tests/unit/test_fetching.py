@@ -1,0 +1,28 @@
+"""When a stalled input partition is re-fetched (streams/fetching.py): not while records fetched
+for it wait their turn — a re-fetch then drops them and sends the partition to the back of the
+fetcher's queue, which starved a partition under a 400k-message backlog."""
+
+from __future__ import annotations
+
+from streams.fetching import StallWatch
+
+
+def test_a_partition_making_progress_or_read_to_its_end_is_never_re_fetched() -> None:
+    watch = StallWatch(stall_seconds=20)
+    for second in range(0, 200, 10):
+        assert not watch.stalled("orders-0", processed=second, highwater=10_000, now=second, fetched=False)
+        assert not watch.stalled("orders-1", processed=500, highwater=500, now=second, fetched=False)
+
+
+def test_a_stuck_partition_is_re_fetched_after_the_stall_time_and_then_watched_anew() -> None:
+    watch = StallWatch(stall_seconds=20)
+    stuck = [t for t in range(0, 70, 5) if watch.stalled("orders-0", 8502, 49_871, t, fetched=False)]
+    assert stuck == [25, 50]
+
+
+def test_a_stuck_partition_with_records_fetched_waits_its_turn() -> None:
+    watch = StallWatch(stall_seconds=20)
+    assert not any(watch.stalled("orders-0", 8502, 49_871, t, fetched=True) for t in range(0, 300, 5))
+    # Its turn came and went without progress: re-fetched within one stall time.
+    first = next(t for t in range(300, 400, 5) if watch.stalled("orders-0", 8502, 49_871, t, fetched=False))
+    assert first <= 300 + 20
