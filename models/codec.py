@@ -19,7 +19,8 @@ Formats:
   fired with. Read: format 4's states (alerts fired before keep their first six fields).
 * 6 (0.7) — format 5 with the shadow policy's tier status (shadow mode): its tier and version
   at the end of the head, the whole status at the end of the JSON part. Written only for a
-  state that has one, so that without shadow mode 0.6 still reads what 0.7 writes.
+  state that has one or has shadow tier changes to send, so that without shadow mode 0.6 still
+  reads what 0.7 writes.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ META_FIELDS = (
     "pending",
 )
 # A shadow tier status, whole (format 6).
-SHADOW_FIELDS = (*SUMMARY_FIELDS, "due", "refresh", *META_FIELDS, "bands")
+SHADOW_FIELDS = (*SUMMARY_FIELDS, "due", "refresh", *META_FIELDS, "bands", "started")
 
 
 class StoredStateError(ValueError):
@@ -137,7 +138,9 @@ def encode(state: CustomerState) -> bytes:
     rows += [_PAIR.pack(key, bucket) for key, bucket in state.seen.items()]
     body = zlib.compress(b"".join(rows), 1)
     encoded_head = _json(head)
-    fmt = FORMAT if shadow is None else 6
+    # Shadow tier changes still to send make it format 6 too: a 0.6 worker has no topic for them.
+    shadowed = shadow is not None or any(kind == "tier_changes_shadow" for kind, _ in status.outbox)
+    fmt = 6 if shadowed else FORMAT
     return (
         _HEAD.pack(fmt, _nullable(status.due), _nullable(status.refresh), len(encoded_head))
         + encoded_head
@@ -173,7 +176,7 @@ def decode(raw: bytes, state_type: type[CustomerState]) -> CustomerState:
     state = state_type(
         summary.customer_id, profile, placed_history=[(h, t) for h, t in history], status=status
     )
-    if raw[0] == 6:
+    if raw[0] == 6 and shadow:
         state.shadow = TierStatus(**dict(zip(SHADOW_FIELDS, shadow[0], strict=True)))
     state.first_placed, state.forgotten_revenue = [(h, t) for h, t in first_placed], Decimal(forgotten)
     rows, at = _rows(body, at, _ORDER, n_orders)

@@ -81,26 +81,35 @@ class Evaluation:
     due: int | None  # when the tier or alerts could change without new events: evaluate then
     refresh: int | None  # when the snapshot's days_since_last_order changes: evaluate by the sweep
     shadow_change: TierDecision | None = None  # the shadow policy's (streams: shadow mode)
+    shadow_error: str = ""  # the shadow policy's evaluation raised this: its status is as before
 
 
 def evaluate(
     state: CustomerState, policy: Policy, window: Window, as_of: int, shadow: Policy | None = None
 ) -> Evaluation:
     """Decide the customer's tier and alerts as of ``as_of``, and with ``shadow`` its tier under
-    that second policy too (``_shadow``). All or nothing: if it raises, the tier statuses are as
-    before, so no decision is kept without the outputs that announce it."""
+    that second policy too (``_shadow``). All or nothing: if it raises, the tier status is as
+    before, so no decision is kept without the outputs that announce it. The shadow's decision
+    is all or nothing apart: a shadow policy that raises leaves the live decision standing and
+    its own status as before (``shadow_error``)."""
     before = state.status.copy()
-    shadow_before = None if state.shadow is None else state.shadow.copy()
     try:
         evaluation = _evaluate(state, policy, window, as_of)
-        if shadow is None:
-            state.shadow = None  # shadow mode off: its status goes with the next write
-            return evaluation
-        return _shadow(state, shadow, window, as_of, before, evaluation)
     except Exception:
-        state.status, state.shadow = before, shadow_before
+        state.status = before
         state.index = None  # perhaps half updated: rebuilt from the records when next needed
         raise
+    if shadow is None:
+        state.shadow = None  # shadow mode off: its status goes with the next write
+        return evaluation
+    shadow_before = None if state.shadow is None else state.shadow.copy()
+    due_before = state.status.due
+    try:
+        return _shadow(state, shadow, window, as_of, before, evaluation)
+    except Exception as error:
+        state.shadow, state.status.due = shadow_before, due_before
+        state.index = None
+        return replace(evaluation, shadow_error=f"{type(error).__name__}: {error}"[:500])
 
 
 def _shadow(
@@ -118,12 +127,21 @@ def _shadow(
     the live outbox (delivered and crash-safe like the live ones); its alerts are not."""
     status = state.shadow
     if status is None or status.policy_version not in (None, shadow.version):
-        status = TierStatus(tier=live_before.tier, change_score=live_before.change_score)
+        start = live_before.as_of if live_before.as_of is not None else as_of
+        status = TierStatus(
+            tier=live_before.tier,
+            change_score=live_before.change_score,
+            as_of=live_before.as_of,
+            started=start,
+        )
     status.first_seen = state.status.first_seen  # (absorbing events keeps the live one's)
     live = state.status
     state.status = status
     try:
-        decided = _evaluate(state, shadow, window, as_of, scope="shadow\x1f")
+        # Ids of its own: by version and start, so a shadow started again never repeats an id.
+        decided = _evaluate(
+            state, shadow, window, as_of, scope=f"shadow\x1f{shadow.version}\x1f{status.started}\x1f"
+        )
     finally:
         state.status, state.shadow = live, status
     live.outbox += [[TIER_CHANGES_SHADOW, body] for kind, body in status.outbox if kind == TIER_CHANGES]

@@ -100,6 +100,7 @@ class TierStatus:
     # Conditions that hold but wait for their rule's hold-down (``for``): key -> when they fire.
     pending: dict[str, int] = field(default_factory=dict)
     bands: list[int] = field(default_factory=list)  # of the last evaluation (models/kpi_bands.py)
+    started: int | None = None  # a shadow status's: the watermark it started at (its ids' scope)
 
     def copy(self) -> TierStatus:
         """A copy to restore after a failed evaluation (copy.copy is several times slower)."""

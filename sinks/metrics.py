@@ -252,7 +252,7 @@ class ScorerMetrics:
             self.alerts_firing.labels(rule, severity)
             for state in ("firing", "resolved"):
                 self.alerts.labels(rule, severity, state)
-        for stage in ("message", "evaluation"):
+        for stage in ("message", "evaluation", "shadow"):
             self.internal_errors.labels(stage)
         for sink in sinks:
             self.sink_errors.labels(sink)

@@ -40,6 +40,9 @@ return 1
 """
 
 
+INDEX_SECONDS = 600.0  # how often names and tiers written by 0.6 are looked for (one SCAN)
+
+
 class RedisSnapshotSink:
     def __init__(
         self, url: str, prefix: str, *, snapshot_prefix: str | None = None, max_backoff: float = 30.0
@@ -58,7 +61,9 @@ class RedisSnapshotSink:
         self._failures = 0
         self._retry_at = 0.0
         self._max_backoff = max_backoff
-        self._names_indexed: set[str] = set()  # dimensions whose pre-0.7 rollup names are listed
+        # When the rollup names (per dimension) and tiers written by 0.6, which kept no list of
+        # them, were last looked for: a 0.6 worker may still write during a rolling update.
+        self._names_indexed: dict[str, float] = {}
 
     @property
     def waiting(self) -> int:
@@ -184,7 +189,7 @@ class RedisSnapshotSink:
         """Every rollup of a dimension with customers, by revenue (largest first). Raises
         SinkUnavailable."""
         try:
-            if dimension not in self._names_indexed:
+            if self._index_due(dimension):
                 await self._index_names(dimension)
             names = sorted(_text(n) for n in await self._client.smembers(f"{self.prefix}rollups:{dimension}"))
             async with self._client.pipeline(transaction=False) as pipe:
@@ -200,16 +205,19 @@ class RedisSnapshotSink:
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
         return sorted(found, key=lambda r: (-r["revenue"], r["name"]))
 
+    def _index_due(self, what: str) -> bool:
+        return time.monotonic() - self._names_indexed.get(what, -INDEX_SECONDS) >= INDEX_SECONDS
+
     async def _index_names(self, dimension: str) -> None:
         """Put the names of rollups written before 0.7 (which kept no list of names) in the
-        list, by one SCAN per dimension and process."""
+        list, by one SCAN of the keyspace (every INDEX_SECONDS)."""
         head = f"{self.prefix}rollup:{dimension}:"
         names = [
             _text(key).removeprefix(head) async for key in self._client.scan_iter(f"{head}*", count=1000)
         ]
         if names:
             await self._client.sadd(f"{self.prefix}rollups:{dimension}", *names)
-        self._names_indexed.add(dimension)
+        self._names_indexed[dimension] = time.monotonic()
 
     async def _index_tiers(self) -> None:
         """As ``_index_names``, for the tiers that have a set of customers."""
@@ -217,7 +225,7 @@ class RedisSnapshotSink:
         tiers = [_text(k).rsplit(":", 1)[1] async for k in keys]
         if tiers:
             await self._client.sadd(f"{self.prefix}tiers", *tiers)
-        self._names_indexed.add("tiers")
+        self._names_indexed["tiers"] = time.monotonic()
 
     async def rollup(self, dimension: str, name: str) -> dict[str, Any] | None:
         """One rollup with its customers per tier (None: no such name). Raises SinkUnavailable."""
@@ -230,7 +238,7 @@ class RedisSnapshotSink:
         """The ids of the customers in ``tier`` (any, when None) owned by ``owners`` (dimension ->
         name; any, when empty), sorted. Raises SinkUnavailable."""
         try:
-            if not tier and "tiers" not in self._names_indexed:
+            if not tier and self._index_due("tiers"):
                 await self._index_tiers()
             tiers = [tier] if tier else [_text(t) for t in await self._client.smembers(f"{self.prefix}tiers")]
             found: set[str] = set()

@@ -417,7 +417,7 @@ def create_app(
     async def heal_if_stalled(tp: Any, processed: int, highwater: int) -> None:
         """Re-fetch a partition that has input waiting but made no progress for stall_seconds.
         Safe because records already processed are skipped; what it costs is a re-read."""
-        fetched = fetching.has_fetched(app.consumer, tp)
+        fetched = fetching.waits_its_turn(app.consumer, tp)
         if stalls.stalled(tp, processed, highwater, time.monotonic(), fetched):
             state = fetching.fetch_state(app.consumer, tp)
             resumed = fetching.resume(app.consumer, tp)

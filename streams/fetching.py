@@ -11,8 +11,8 @@ and fetches again for a partition only once its result is used up. Under a backl
 therefore waits its turn behind the others' results (a fetch is at least one producer batch,
 e.g. 4,000 records of a bulk load): it looks stalled, but a seek would only drop its result and
 send it to the back of the queue — the stall healer repeating that every 20 s starved a
-partition for good. So a partition with fetched records waiting is left alone
-(``has_fetched``).
+partition for good. So a partition with fetched records waiting, and in the set Faust takes
+records of, is left alone (``waits_its_turn``).
 
 A partition can also drop out of the set Faust fetches (``on_buffer_full`` takes it out while
 the agent's buffer is under pressure, and only a pressure-drop callback puts it back). A seek
@@ -48,10 +48,12 @@ async def seek(consumer: Any, tp: Any, offset: int) -> None:
     await consumer.seek_wait({tp: offset})
 
 
-def has_fetched(consumer: Any, tp: Any) -> bool:
-    """Whether aiokafka holds fetched records of ``tp`` not yet handed out (False if unknown)."""
+def waits_its_turn(consumer: Any, tp: Any) -> bool:
+    """Whether aiokafka holds fetched records of ``tp`` that Faust will take in turn: fetched,
+    and in the set Faust asks for (out of it, they would wait for ever). False if unknown."""
     try:
-        return tp in consumer._thread._consumer._fetcher._records
+        fetched = tp in consumer._thread._consumer._fetcher._records
+        return fetched and tp in consumer._get_active_partitions()
     except AttributeError:  # another Faust or aiokafka version: heal as before
         return False
 

@@ -84,6 +84,11 @@ class Outputs:
             "tierpulse-schema-version": SCHEMA_VERSION.encode(),
             "tierpulse-policy-version": pipeline.policy.version.encode(),
         }
+        shadow = pipeline.shadow
+        self.shadow_headers = {  # (the policy that decided a shadow tier change is the candidate)
+            **self.headers,
+            "tierpulse-policy-version": (shadow or pipeline.policy).version.encode(),
+        }
 
     async def send_input_side(self, result: BatchResult) -> list[Any]:
         """Dead letters and re-keyed input: delivered before the batch's offsets can commit.
@@ -121,7 +126,8 @@ class Outputs:
         delivered = []
         for customer_id, outbox in result.outboxes():
             for kind, body in outbox:
-                self.sinks[str(kind)].add((customer_id, {**body, "emitted_at": emitted_at}), self.headers)
+                headers = self.shadow_headers if kind == TIER_CHANGES_SHADOW else self.headers
+                self.sinks[str(kind)].add((customer_id, {**body, "emitted_at": emitted_at}), headers)
                 log.info(
                     "emit %s customer=%s %s",
                     kind,

@@ -513,6 +513,14 @@ class Pipeline:
             result.states[customer_id] = (entry.partition, entry.state)
             self._held[entry.partition].refreshes.set(customer_id, EARLIEST)
             return
+        if evaluation.shadow_error:  # the live decision stands; the shadow is tried again next time
+            result.internal_errors["shadow"] += 1
+            log.error(
+                "internal error evaluating the shadow policy partition=%d customer=%s: %s",
+                entry.partition,
+                customer_id,
+                evaluation.shadow_error,
+            )
         held = self._held[entry.partition]
         held.decisions.set(customer_id, evaluation.due)
         held.refreshes.set(customer_id, evaluation.refresh)

@@ -87,6 +87,9 @@ async def follow(run: ScorerRun, customers: int, port: int, pid: int) -> list[di
             bar.update(n - bar.n)
             if n >= (len(samples) + 1) * step:
                 samples.append({"customers": n, "rss": _rss(pid), "seconds": time.perf_counter() - started})
+                # (said at once too: an hour's run stopped early still says what it saw)
+                seconds, rss = samples[-1]["seconds"], samples[-1]["rss"] / 2**20
+                tqdm.write(f"{n:,} scored after {seconds:.0f} s: RSS {rss:,.0f} MiB")
             await asyncio.sleep(1)
         bar.update(n - bar.n)
     await asyncio.sleep(5)  # the last batches' writes settle

@@ -26,3 +26,23 @@ def test_a_stuck_partition_with_records_fetched_waits_its_turn() -> None:
     # Its turn came and went without progress: re-fetched within one stall time.
     first = next(t for t in range(300, 400, 5) if watch.stalled("orders-0", 8502, 49_871, t, fetched=False))
     assert first <= 300 + 20
+
+
+def test_the_private_attributes_read_are_there_in_the_installed_faust_and_aiokafka() -> None:
+    """streams/fetching.py reads Faust's and aiokafka's fetch state (no public API has it) and
+    falls back to healing as before when it is missing: an upgrade must not silently lose it."""
+    import inspect
+
+    from aiokafka.consumer.consumer import AIOKafkaConsumer
+    from aiokafka.consumer.fetcher import Fetcher
+    from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert "self._thread" in inspect.getsource(ThreadDelegateConsumer.__init__)
+    assert "self._consumer" in inspect.getsource(AIOKafkaConsumerThread)
+    assert "self._fetcher" in inspect.getsource(AIOKafkaConsumer)
+    assert "self._records" in inspect.getsource(Fetcher.__init__)
+    for name in ("_get_active_partitions", "seek_wait", "on_buffer_full"):
+        assert hasattr(Consumer, name), name
+    assert "self._buffered_partitions" in inspect.getsource(Consumer)
+    assert "self._paused_partitions" in inspect.getsource(Consumer)

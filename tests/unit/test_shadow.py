@@ -36,10 +36,10 @@ LIVE = load_policy()
 WINDOW = Window(MICROS_PER_DAY, 30)
 
 
-def candidate(shift: float = 20, sla_factor: int = 2) -> Policy:
+def candidate(shift: float = 20, sla_factor: int = 2, suffix: str = "-candidate") -> Policy:
     """The default policy made stricter (higher tier bounds, shorter SLAs), with its own version."""
     raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
-    raw["version"] += "-candidate"
+    raw["version"] += suffix
     for segment in raw["segments"].values():
         if "tiers" in segment:
             segment["tiers"] = {t: min(100, m + shift) if m > 0 else m for t, m in segment["tiers"].items()}
@@ -145,9 +145,11 @@ def test_turning_the_shadow_off_drops_it_and_a_new_candidate_starts_again_from_t
     assert state.shadow is None and state.to_bytes()[0] == 5
 
 
-def test_a_failing_shadow_evaluation_keeps_neither_decision(monkeypatch: pytest.MonkeyPatch) -> None:
-    state = late_deliveries()
-    before = (copy.deepcopy(state.status), state.shadow)
+def test_a_failing_shadow_evaluation_leaves_the_live_decision_standing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alone, state = late_deliveries(), late_deliveries()
+    plain = evaluate(alone, LIVE, WINDOW, us(9))
     real: Callable[..., Any] = evaluation_module._evaluate
 
     def failing(*args: Any, scope: str = "", **kw: Any) -> Any:
@@ -156,9 +158,48 @@ def test_a_failing_shadow_evaluation_keeps_neither_decision(monkeypatch: pytest.
         return real(*args, scope=scope, **kw)
 
     monkeypatch.setattr(evaluation_module, "_evaluate", failing)
+    both = evaluate(state, LIVE, WINDOW, us(9), SHADOW)
+    assert both.shadow_error == "RuntimeError: a bug in the shadow's evaluation"
+    assert (both.change, both.snapshot, both.due) == (plain.change, plain.snapshot, plain.due)
+    assert state.status.outbox == alone.status.outbox and state.shadow is None  # tried again next time
+
+
+def test_a_live_evaluation_that_raises_keeps_neither_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = late_deliveries()
+    before = (copy.deepcopy(state.status), state.shadow)
+
+    def failing(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("a bug in the live evaluation")
+
+    monkeypatch.setattr(evaluation_module, "_evaluate", failing)
     with pytest.raises(RuntimeError):
         evaluate(state, LIVE, WINDOW, us(9), SHADOW)
     assert (state.status, state.shadow) == before  # no live rating kept without its change event
+
+
+def test_a_shadow_started_again_never_repeats_an_event_id() -> None:
+    """Turned off and on again, or another candidate: a new chain from the live tier, new ids
+    (a consumer that drops repeated ids would otherwise drop the new decisions)."""
+    state = late_deliveries()
+    evaluate(state, LIVE, WINDOW, us(9))
+    ids = []
+    for day, shadow in ((9, SHADOW), (10, None), (11, SHADOW), (12, candidate(suffix="-b"))):
+        state.status.outbox.clear()
+        evaluate(state, LIVE, WINDOW, us(day), shadow)
+        ids += [body["event_id"] for body in shadow_outputs(state)]
+    assert len(ids) == 3 and len(set(ids)) == 3  # the same move each time, three ids
+
+
+def test_shadow_changes_waiting_to_be_sent_keep_the_state_in_format_6() -> None:
+    """Turned off with a shadow change not yet sent: a 0.6 worker must refuse that state, not
+    loop on an output it has no topic for."""
+    state = late_deliveries()
+    evaluate(state, LIVE, WINDOW, us(9), SHADOW)
+    assert shadow_outputs(state)
+    evaluate(state, LIVE, WINDOW, us(10))  # off: the status goes, the change still waits
+    assert state.shadow is None and shadow_outputs(state)
+    stored = state.to_bytes()
+    assert stored[0] == 6 and CustomerState.from_bytes(stored).status.outbox == state.status.outbox
 
 
 def test_a_shadow_policy_needs_a_version_of_its_own(tmp_path: Any) -> None:
