@@ -141,8 +141,9 @@ class ScorerRun:
                 process.wait()
 
     async def delete_topics(self) -> None:
-        """Delete every topic of this run (its inputs, outputs and the tables' changelogs):
-        a benchmark's millions of records should not stay on the broker."""
+        """Delete every topic of this run (its inputs, outputs and the tables' changelogs) and its
+        Redis keys: a benchmark's millions of records should not stay on the broker, nor its
+        million keys in Redis (they slowed every later SCAN there)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
@@ -151,6 +152,15 @@ class ScorerRun:
                 await admin.delete_topics(ours)
         finally:
             await admin.close()
+        client = redis.Redis.from_url(self.redis_url)
+        batch = []
+        for key in client.scan_iter(f"{self.name}:*", count=5000):
+            batch.append(key)
+            if len(batch) == 5000:
+                client.delete(*batch)
+                batch = []
+        if batch:
+            client.delete(*batch)
 
     def logs(self) -> str:
         text = "\n".join(
