@@ -149,9 +149,9 @@ def create_app(
         # bound a poll returns every fetch waiting: under a backlog of 400k messages one poll held
         # most of the input, and a partition whose fetch came a moment later waited the minutes
         # it took to score it (a "stalled" partition that no re-fetch could heal, since Faust did
-        # not poll). A bounded poll comes back every batch; a smaller fetch per partition keeps
-        # the partitions taking turns, and what waits in memory small (24 input partitions x
-        # 1 MiB). (A 200k-customer changelog restore takes 32-43 s at 1 MiB, 25 s at 8 MiB.)
+        # not poll). A bounded poll comes back every batch (streams/fetching.py: the partitions
+        # then take turns, a fetch result each); a smaller fetch keeps what waits in memory
+        # small. (A 200k-customer changelog restore takes 32-43 s at 1 MiB, 25 s at 8 MiB.)
         broker_max_poll_records=settings.batch_size,
         consumer_max_fetch_size=1024 * 1024,
         logging_config=None,
