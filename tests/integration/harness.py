@@ -255,15 +255,21 @@ class ScorerRun:
             await consumer.stop()
             await admin.close()
 
-    def processed_lags(self) -> list[dict[str, float]]:
-        """Per live worker: 'topic/partition' -> tierpulse_processed_lag_messages (the partitions it owns)."""
-        lags = []
+    def metrics_texts(self) -> list[str]:
+        """The /metrics page of each live worker (a killed one has none)."""
+        texts = []
         for port in self.ports:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
-                    text = response.read().decode()
+                    texts.append(response.read().decode())
             except OSError:
-                continue  # a killed worker
+                continue
+        return texts
+
+    def processed_lags(self) -> list[dict[str, float]]:
+        """Per live worker: 'topic/partition' -> tierpulse_processed_lag_messages (the partitions it owns)."""
+        lags = []
+        for text in self.metrics_texts():
             pattern = r'tierpulse_processed_lag_messages\{partition="(\d+)",topic="([^"]+)"\} (\S+)'
             lags.append(
                 {f"{topic}/{partition}": float(v) for partition, topic, v in re.findall(pattern, text)}

@@ -5,7 +5,6 @@ survives SIGKILLs like the live one; the live outputs stay the live policy's."""
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -31,12 +30,7 @@ def stricter_candidate(directory: Path) -> tuple[Path, str]:
 def shadow_pairs(scorer: ScorerRun) -> Counter[tuple[str, str]]:
     """tierpulse_shadow_customers summed over the live workers."""
     pairs: Counter[tuple[str, str]] = Counter()
-    for port in scorer.ports:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
-                text = response.read().decode()
-        except OSError:
-            continue  # a killed worker
+    for text in scorer.metrics_texts():
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "tierpulse_shadow_customers":

@@ -115,3 +115,17 @@ class DictTables:
         self.states.update({cid: state.to_bytes() for cid, (_, state) in result.states.items()})
         if progress:  # as the worker does: only after the states
             self.reached.update(result.progress)
+
+
+class Pages:
+    """Just enough of a Faust app for add_web_views and add_ui_views: the pages they add, by
+    path (the routing to the owner is Faust's, and the integration tests')."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, Any] = {}
+
+    def page(self, path: str) -> Any:
+        return lambda handler: self.pages.setdefault(path, handler)
+
+    def table_route(self, **_: Any) -> Any:
+        return lambda handler: handler

@@ -35,7 +35,7 @@ from streams.ui_pages import (
     sparkline,
 )
 from streams.web import page_of
-from tests.unit.builders import delivered, placed, ticket, us
+from tests.unit.builders import Pages, delivered, placed, ticket, us
 
 POLICY = load_policy()
 WINDOW = Window(MICROS_PER_DAY, 30)
@@ -266,20 +266,6 @@ def test_every_template_is_package_data_of_the_wheel() -> None:
     )
 
 
-class _Pages:
-    """Just enough of a Faust app for add_ui_views: the pages it adds, by path (the routing to
-    the owner is Faust's, and the integration test's)."""
-
-    def __init__(self) -> None:
-        self.pages: dict[str, Any] = {}
-
-    def page(self, path: str) -> Any:
-        return lambda handler: self.pages.setdefault(path, handler)
-
-    def table_route(self, **_: Any) -> Any:
-        return lambda handler: handler
-
-
 class _Web:
     def html(self, value: str, *, content_type: str, status: int = 200, headers: Any = None) -> Any:
         return {"body": value, "content_type": content_type, "status": status, "headers": headers or {}}
@@ -329,7 +315,7 @@ class _Redis:
 
 
 def _views(redis_sink: Any, customers: dict[bytes, bytes], **settings: Any) -> dict[str, Any]:
-    app = _Pages()
+    app = Pages()
     add_ui_views(app, Settings(**settings), POLICY, customers, redis_sink)  # type: ignore[arg-type]
     return app.pages
 

@@ -12,6 +12,7 @@ from sinks.metrics import ScorerMetrics
 from sinks.rollups import rollup_json
 from streams.settings import Settings
 from streams.web import add_web_views, authorised, is_ready, page_of
+from tests.unit.builders import Pages
 
 
 def test_the_token_is_asked_for_only_when_one_is_set_and_must_match_whole() -> None:
@@ -48,17 +49,6 @@ def test_ready_unless_redis_is_down_or_a_rebalance_is_under_way() -> None:
     assert is_ready(behind, max_lag_messages=5_000) and not is_ready(behind, max_lag_messages=4_999)
 
 
-class _Pages:
-    def __init__(self) -> None:
-        self.pages: dict[str, Any] = {}
-
-    def page(self, path: str) -> Any:
-        return lambda handler: self.pages.setdefault(path, handler)
-
-    def table_route(self, **_: Any) -> Any:
-        return lambda handler: handler
-
-
 class _Web:
     def json(self, value: Any, *, status: int = 200, headers: Any = None) -> Any:
         return {"body": value, "status": status}
@@ -88,7 +78,7 @@ class _Rollups:
 
 
 async def test_the_rollup_pages_add_the_revenue_at_risk_of_the_policy_s_worst_tier() -> None:
-    policy, app = load_policy(), _Pages()
+    policy, app = load_policy(), Pages()
     metrics = ScorerMetrics(CollectorRegistry(), (*policy.tiers, "unrated"))
     add_web_views(app, Settings(), policy, {}, metrics, _Rollups())  # type: ignore[arg-type]
     listed = (await app.pages["/rollups/{dimension}"](_Web(), _Request(), "account_manager"))["body"]
