@@ -15,8 +15,10 @@ reached: the sweep's cost is the number of customers due, not of customers.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
+from typing import Protocol
 
 from models.alerts import conditions
 from models.event_time import MICROS_PER_DAY, Window
@@ -143,14 +145,75 @@ def _recency_horizon(policy: Policy, segment: SegmentPolicy) -> float | None:
     return max(marks) if marks else None
 
 
-class DueSchedule:
-    """Customers by due instant. Re-scheduling a customer replaces its earlier entry."""
+class Spill(Protocol):
+    """Where a bounded schedule keeps the entries it has no room for: (due, customer) pairs in
+    due order, nothing else (streams/spill.py keeps them in RocksDB)."""
+
+    def add(self, entries: list[tuple[int, str]]) -> None: ...
+
+    def first(self) -> int | None:
+        """The earliest due instant held, or None when empty."""
+
+    def take(self, count: int) -> list[tuple[int, str]]:
+        """Remove and return the ``count`` earliest entries."""
+
+    def clear(self) -> None: ...
+
+
+class SortedSpill:
+    """A spill in this process's memory (the unit tests; a store that is a dict anyway)."""
 
     def __init__(self) -> None:
+        self._entries: list[tuple[int, str]] = []
+
+    def add(self, entries: list[tuple[int, str]]) -> None:
+        self._entries = sorted({*self._entries, *entries}, reverse=True)  # earliest last: take pops
+
+    def first(self) -> int | None:
+        return self._entries[-1][0] if self._entries else None
+
+    def take(self, count: int) -> list[tuple[int, str]]:
+        if count <= 0:
+            return []
+        taken = self._entries[-count:][::-1]
+        del self._entries[-count:]
+        return taken
+
+    def clear(self) -> None:
+        self._entries = []
+
+
+class DueSchedule:
+    """Customers by due instant. Re-scheduling a customer replaces its earlier entry.
+
+    With a ``limit`` and a ``spill``, about ``limit`` customers are kept in memory (at most half as
+    many again right after taking some back): past it, the later half goes to the spill, and the
+    schedule is complete in memory below the spill's earliest instant (the horizon); popping past
+    it takes the spill's earliest back first. A spilled entry is not updated when its customer is
+    re-scheduled: one that comes back while its customer is in memory (re-scheduled since) is
+    dropped, else it is handed out — an evaluation with nothing due, which changes no decision
+    (``next_due``), and perhaps ahead of customers due before the stale instant. So every customer
+    is handed out no later than the unbounded schedule would, each customer's own evaluations keep
+    their order, and memory is bounded by the limit, not by the customers.
+    """
+
+    def __init__(
+        self,
+        limit: int | None = None,
+        spill: Spill | None = None,
+        moved: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``moved``: told ("out", n) when n entries go to the spill, ("back", n) when n return."""
+        if (limit is None) != (spill is None) or (limit is not None and limit < 2):
+            raise ValueError("a bounded schedule needs a limit of at least 2 and a spill")
         self._due: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
+        self._limit, self._spill = limit, spill
+        self._horizon: int | None = None  # the spill's earliest instant (None: nothing spilled)
+        self._moved = moved or (lambda direction, count: None)
 
     def __len__(self) -> int:
+        """Customers scheduled in memory."""
         return len(self._due)
 
     def set(self, customer_id: str, due: int | None) -> None:
@@ -161,7 +224,9 @@ class DueSchedule:
             return
         self._due[customer_id] = due
         heapq.heappush(self._heap, (due, customer_id))
-        if len(self._heap) > 4 * len(self._due) + 64:  # too many stale entries: compact
+        if self._limit is not None and len(self._due) > self._limit:
+            self._spill_latest()
+        elif len(self._heap) > 4 * len(self._due) + 64:  # too many stale entries: compact
             self._heap = [(d, c) for c, d in self._due.items()]
             heapq.heapify(self._heap)
 
@@ -169,9 +234,46 @@ class DueSchedule:
         """Customers due at or before ``as_of`` (at most ``limit``, earliest first); they leave
         the schedule until set again."""
         due: list[str] = []
-        while self._heap and self._heap[0][0] <= as_of and (limit is None or len(due) < limit):
-            instant, customer_id = heapq.heappop(self._heap)
-            if self._due.get(customer_id) == instant:
-                del self._due[customer_id]
-                due.append(customer_id)
+        popped: set[str] = set()
+        while limit is None or len(due) < limit:
+            horizon = self._horizon
+            # At the horizon itself: those in memory first, then the spill's (the same instant).
+            if self._heap and self._heap[0][0] <= as_of and (horizon is None or self._heap[0][0] <= horizon):
+                instant, customer_id = heapq.heappop(self._heap)
+                if self._due.get(customer_id) == instant:
+                    del self._due[customer_id]
+                    if customer_id not in popped:  # (a stale spilled entry may come back)
+                        popped.add(customer_id)
+                        due.append(customer_id)
+            elif horizon is not None and horizon <= as_of:
+                self._reload()
+            else:
+                break
         return due
+
+    def clear(self) -> None:
+        """Drop everything, the spill included (a partition given up)."""
+        self._due, self._heap, self._horizon = {}, [], None
+        if self._spill is not None:
+            self._spill.clear()
+
+    def _spill_latest(self) -> None:
+        assert self._limit is not None and self._spill is not None
+        ordered = sorted(self._due.items(), key=lambda entry: entry[1])
+        kept, moved = ordered[: self._limit // 2], ordered[self._limit // 2 :]
+        self._due = dict(kept)
+        self._heap = [(d, c) for c, d in kept]
+        heapq.heapify(self._heap)
+        self._spill.add([(d, c) for c, d in moved])
+        self._horizon = moved[0][1] if self._horizon is None else min(self._horizon, moved[0][1])
+        self._moved("out", len(moved))
+
+    def _reload(self) -> None:
+        assert self._limit is not None and self._spill is not None
+        taken = self._spill.take(self._limit // 2)
+        for due, customer_id in taken:
+            if customer_id not in self._due:  # in memory: re-scheduled since it was spilled
+                self._due[customer_id] = due
+                heapq.heappush(self._heap, (due, customer_id))
+        self._horizon = self._spill.first()
+        self._moved("back", len(taken))

@@ -169,6 +169,19 @@ class ScorerMetrics:
             "Decoded customer states kept in memory between batches (bound: TIERPULSE_STATE_CACHE_CUSTOMERS)",
             registry=registry,
         )
+        self.schedule_customers = Gauge(
+            "tierpulse_schedule_customers",
+            "Customers with a due instant held in memory, per schedule (bound: "
+            "TIERPULSE_SCHEDULE_MEMORY_CUSTOMERS a partition; later ones spill to disk)",
+            ["schedule"],
+            registry=registry,
+        )
+        self.schedule_spill_moves = Counter(
+            "tierpulse_schedule_spill_moves",
+            "Due-schedule entries moved to the disk spill (out) and taken back (back)",
+            ["schedule", "direction"],
+            registry=registry,
+        )
         self.sink_errors = Counter(
             "tierpulse_sink_errors", "Failed sink flushes", ["sink"], registry=registry
         )

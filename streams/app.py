@@ -40,6 +40,7 @@ from models.codec import StoredStateError
 from models.evaluation import current_snapshot
 from models.event_time import to_rfc3339
 from models.policy import Policy
+from models.schedule import DueSchedule
 from models.state import CustomerState
 from models.tiering import UNRATED
 from sinks.alertmanager import AlertmanagerSink, FiringAlerts
@@ -56,6 +57,7 @@ from streams.pipeline import BatchResult, Record
 from streams.positions import PartitionProgress
 from streams.security import faust_credentials
 from streams.settings import Settings, package_version
+from streams.spill import LazySpill
 from streams.tables import CurrentEvents, FaustTables, partition_of, scorer_pipeline
 from streams.topics import TABLES
 from streams.ui import add_ui_views
@@ -227,7 +229,18 @@ def create_app(
     tables = FaustTables(
         customers, progress, settings.partitions, copy_to_walk=settings.store.startswith("memory")
     )
-    pipeline = scorer_pipeline(policy, settings, shadow)
+    spill = LazySpill(settings.data_dir / f"{settings.app_id}-schedules")
+
+    def schedule(partition: int, which: str) -> DueSchedule:
+        if settings.store.startswith("memory"):
+            return DueSchedule()  # the states are all in memory anyway
+        return DueSchedule(
+            settings.schedule_memory_customers,
+            spill.spill(partition, which),
+            lambda direction, count: metrics.schedule_spill_moves.labels(which, direction).inc(count),
+        )
+
+    pipeline = scorer_pipeline(policy, settings, shadow, schedule)
     outputs = Outputs(
         sinks, redis_sink, metrics, pipeline, FiringNow(firing_alerts, alertmanager, metrics, policy)
     )
@@ -463,6 +476,7 @@ def create_app(
             await alertmanager.run()
 
     app.on_close.append(redis_sink.close)
+    app.on_close.append(spill.close)
     if alertmanager is not None:
         app.on_close.append(alertmanager.close)
     add_web_views(app, settings, policy, customers, metrics, redis_sink, alertmanager)

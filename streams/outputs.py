@@ -146,6 +146,8 @@ class Outputs:
             self.metrics.observe(evaluation)
         self.metrics.count_outcomes(result.outcomes, result.internal_errors)
         self.metrics.state_cache.set(self.pipeline.cached())
+        for schedule, customers in self.pipeline.scheduled().items():
+            self.metrics.schedule_customers.labels(schedule).set(customers)
         if result.population_changed:
             self.update_population()
 

@@ -30,6 +30,7 @@ from models.tiering import UNRATED
 from streams.positions import InputPositions, PartitionProgress, TopicPartition, Verdict
 
 log = logging.getLogger("tierpulse.pipeline")
+ScheduleFactory = Callable[[int, str], DueSchedule]  # (partition, "decisions" or "refreshes")
 # Work that can wait is done a bounded amount per batch, so that no batch stalls live events;
 # once no input came for IDLE_AFTER_US (wall clock), the app sends sweep ticks to carry it on
 # (pending()) and batches may do more. A tick amid live input would compete with its events.
@@ -155,13 +156,16 @@ class Pipeline:
         max_event_bytes: int,
         cached_states: int = 0,
         shadow: Policy | None = None,
+        schedules: ScheduleFactory | None = None,
     ) -> None:
         """``cached_states``: decoded states kept between batches (the most recent, shared out
         among the partitions held). ``shadow``: a second policy every customer is also scored
-        with (shadow mode, models/evaluation.py)."""
+        with (shadow mode, models/evaluation.py). ``schedules``: a partition's due schedule
+        for decisions or refreshes (bounded ones spill: streams/spill.py); unbounded if None."""
         self.policy, self.window, self.routing = policy, window, routing
         self.shadow = shadow
         self.cached_states = cached_states
+        self._schedule = schedules or (lambda partition, which: DueSchedule())
         self.lateness_us, self.max_future_skew_us = lateness_us, max_future_skew_us
         self.max_event_bytes = max_event_bytes
         self._rekeyed_to: set[int] = set()
@@ -197,6 +201,15 @@ class Pipeline:
         return PartitionProgress(
             self._positions.of_partition(partition), dict(clock.frontiers), clock.watermark, held.redis_behind
         )
+
+    def scheduled(self) -> dict[str, int]:
+        """Customers in memory per due schedule ("decisions", "refreshes"), over the partitions
+        held (bounded by the spill: models/schedule.py)."""
+        held = list(self._held.values())
+        return {
+            "decisions": sum(len(h.decisions) for h in held),
+            "refreshes": sum(len(h.refreshes) for h in held),
+        }
 
     def cached(self) -> int:
         """Decoded states kept between batches, over the partitions held."""
@@ -236,7 +249,10 @@ class Pipeline:
     def forget(self, partitions: set[int]) -> None:
         """Partitions moved to another worker: drop what this process kept for them."""
         for partition in partitions:
-            self._held.pop(partition, None)
+            held = self._held.pop(partition, None)
+            if held is not None:
+                held.decisions.clear()
+                held.refreshes.clear()
         self._positions.forget(partitions)
 
     def process(
@@ -590,7 +606,12 @@ class Pipeline:
         if reached is not None:
             clock.frontiers, clock.watermark = dict(reached.frontiers), reached.watermark
             self._positions.adopt(partition, reached.next_offsets)
-        self._held[partition] = _Held(clock, redis_behind=reached is not None and reached.redis_behind)
+        self._held[partition] = _Held(
+            clock,
+            decisions=self._schedule(partition, "decisions"),
+            refreshes=self._schedule(partition, "refreshes"),
+            redis_behind=reached is not None and reached.redis_behind,
+        )
         self._walk = None
 
     def _scan(self, tables: StateTables, result: BatchResult, budget: int) -> None:

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # from the store nor decoded again. ~30 KiB (a small account) to ~730 KiB (a key account with
     # 840 events a month) each in memory, running totals included (tests/bench/RESULTS.md).
     state_cache_customers: int = Field(1_000, ge=0)
+    # Customers each partition keeps in memory per due schedule (models/schedule.py); the later
+    # ones spill to a RocksDB of the worker's own, so memory does not grow with customers
+    # (~0.25 KB each in memory). The memory store keeps them all.
+    schedule_memory_customers: int = Field(20_000, ge=2)
     # The longest a quiet stream waits to fill a batch: it is a floor under latency.
     batch_seconds: float = Field(0.05, gt=0)
     session_timeout_seconds: float = Field(30, gt=0)

@@ -18,7 +18,7 @@ from faust.streams import _current_event  # see CurrentEvents
 
 from models.event_time import MICROS_PER_SECOND
 from models.policy import Policy
-from streams.pipeline import Pipeline, Routing
+from streams.pipeline import Pipeline, Routing, ScheduleFactory
 from streams.positions import PartitionProgress
 from streams.settings import Settings
 
@@ -88,7 +88,12 @@ class CurrentEvents:
             _current_event.reset(token)
 
 
-def scorer_pipeline(policy: Policy, settings: Settings, shadow: Policy | None = None) -> Pipeline:
+def scorer_pipeline(
+    policy: Policy,
+    settings: Settings,
+    shadow: Policy | None = None,
+    schedules: ScheduleFactory | None = None,
+) -> Pipeline:
     """The batch pipeline a worker runs (the backtest runs the same), from the settings."""
     names = settings.topics
     return Pipeline(
@@ -105,4 +110,5 @@ def scorer_pipeline(policy: Policy, settings: Settings, shadow: Policy | None = 
         max_event_bytes=settings.max_event_bytes,
         cached_states=settings.state_cache_customers,
         shadow=shadow,
+        schedules=schedules,
     )

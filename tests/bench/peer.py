@@ -10,8 +10,12 @@ On one preload of the demo's messy month (tests/bench/pipeline.py ``preload``), 
    30 day buckets after each accepted event, default-segment score and tier with hysteresis, a
    message per tier change), timed from its first processed message to the last one, re-keyed
    copies included (the app counts them into a progress file);
-3. TierPulse: one worker, everything on (``pipeline.throughput``: first to last committed offset);
-4. TierPulse lean: one worker under its own app id on the same topics, without Redis
+3. the Faust floor: tests/bench/faust_floor.py, a Faust agent on the same topics with the
+   worker's batch settings that only decodes JSON, then again writing one value per customer and
+   batch to a RocksDB table — what the fixed choice of Faust agents and tables costs before any
+   scoring;
+4. TierPulse: one worker, everything on (``pipeline.throughput``: first to last committed offset);
+5. TierPulse lean: one worker under its own app id on the same topics, without Redis
    (``TIERPULSE_REDIS_URL=""``) and with a copy of the default policy without alert rules. A
    worker that does not start or does not finish is reported as failed; the others still count.
 
@@ -116,23 +120,8 @@ async def peer(run: ScorerRun, total: int, python: str, workdir: Path) -> dict[s
         "policy": policy_numbers(),
     }
     (workdir / "peer-config.json").write_text(json.dumps(config, indent=2))
-    with (workdir / "peer.log").open("ab") as log:
-        process = subprocess.Popen(
-            [python, str(Path(__file__).with_name("quix_peer.py")), str(workdir / "peer-config.json")],
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        counted = await _follow(process, progress, total, workdir / "peer.log")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # Quix stops gracefully: last checkpoint, then exit
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    command = [python, str(Path(__file__).with_name("quix_peer.py")), str(workdir / "peer-config.json")]
+    counted = await _timed_app(command, progress, total, workdir, "quix peer")
     final = _read(progress) or counted  # written again after the app stopped
     return {
         "msgs_per_s": total / (counted["done_at"] - counted["first_at"]),
@@ -144,9 +133,56 @@ async def peer(run: ScorerRun, total: int, python: str, workdir: Path) -> dict[s
     }
 
 
-async def _follow(process: subprocess.Popen[bytes], progress: Path, total: int, log: Path) -> dict[str, Any]:
+async def _timed_app(
+    command: list[str], progress: Path, total: int, workdir: Path, name: str
+) -> dict[str, Any]:
+    """Run an app that counts its input into ``progress`` until it has all of it, then stop it
+    (SIGTERM: Quix and Faust stop gracefully); what it counted."""
+    log_path = workdir / f"{name.replace(' ', '-')}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return await _follow(process, progress, total, log_path, name)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def floor(run: ScorerRun, total: int, workdir: Path, *, table: bool) -> float:
+    """tests/bench/faust_floor.py over the run's input topics: a Faust agent that only decodes
+    (``table``: and writes a value per customer and batch to a table); its msg/s."""
+    name = "faust floor with table" if table else "faust floor"
+    settings = run.settings()
+    progress = workdir / f"{name.replace(' ', '-')}.json"
+    config = {
+        "broker": run.bootstrap,
+        "group": f"{run.name}-floor{'-table' if table else ''}",
+        "state_dir": str(workdir / f"{name.replace(' ', '-')}-state"),
+        "progress": str(progress),
+        "expected_inputs": total,
+        "input_topics": sorted(run.topic(kind) for kind in pipeline.KINDS.values()),
+        "partitions": run.partitions,
+        "batch_size": settings.batch_size,
+        "batch_seconds": settings.batch_seconds,
+        "table": table,
+    }
+    config_path = workdir / f"{name.replace(' ', '-')}-config.json"
+    config_path.write_text(json.dumps(config))
+    command = [sys.executable, str(Path(__file__).with_name("faust_floor.py")), str(config_path)]
+    counted = await _timed_app(command, progress, total, workdir, name)
+    return float(total / (counted["done_at"] - counted["first_at"]))
+
+
+async def _follow(
+    process: subprocess.Popen[bytes], progress: Path, total: int, log: Path, name: str
+) -> dict[str, Any]:
     last_change, seen = time.monotonic(), None
-    with tqdm(total=total, desc="quix peer", unit="msg") as bar:
+    with tqdm(total=total, desc=name, unit="msg") as bar:
         while True:
             counted = _read(progress)
             if counted:
@@ -157,7 +193,7 @@ async def _follow(process: subprocess.Popen[bytes], progress: Path, total: int, 
                     last_change, seen = time.monotonic(), (counted["inputs"], counted["rekeyed"])
             if process.poll() is not None or time.monotonic() - last_change > PEER_STALL_SECONDS:
                 tail = log.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the Quix peer stopped or stalled at {counted}; its log ends:\n{tail}")
+                raise RuntimeError(f"{name} stopped or stalled at {counted}; its log ends:\n{tail}")
             await asyncio.sleep(0.5)
 
 
@@ -229,6 +265,8 @@ async def run_all(customers: int, days: float, layout: services.Layout, python: 
         total = await pipeline.preload(run, customers, days)
         raw = await pipeline.baseline(run, total)
         quix = await peer(run, total, python, workdir)
+        bare = await floor(run, total, workdir, table=False)
+        tabled = await floor(run, total, workdir, table=True)
         # Generous: TierPulse has run at a tenth of the peer's rate and less; a hang must end.
         timeout = max(600.0, 30 * quix["seconds"])
         print("TierPulse, one worker: Redis, alerts, the default policy")
@@ -255,6 +293,8 @@ async def run_all(customers: int, days: float, layout: services.Layout, python: 
         "messages": total,
         "baseline_msgs_per_s": raw,
         "peer": quix | {"ratio_to_baseline": quix["msgs_per_s"] / raw},
+        "faust_floor": against(bare),
+        "faust_floor_with_table": against(tabled),
         "tierpulse": against(full) | {"failed": full_failure},
         "tierpulse_lean": against(slim) | {"failed": slim_failure},
     }
@@ -287,6 +327,7 @@ def report(r: dict[str, Any]) -> str:
         return f"  {label:<38} {rate:>10.0f} msg/s {rate / r['baseline_msgs_per_s']:>8.3f} {peer_ratio}"
 
     quix, full, slim = r["peer"], r["tierpulse"], r["tierpulse_lean"]
+    bare, tabled = r["faust_floor"], r["faust_floor_with_table"]
     outcomes = ", ".join(f"{k} {v}" for k, v in quix["outcomes"].items())
     return "\n".join(
         [
@@ -294,6 +335,12 @@ def report(r: dict[str, Any]) -> str:
             f"  {'':<38} {'':>16} {'× raw':>8} {'× peer':>8}",
             row("raw aiokafka baseline", r["baseline_msgs_per_s"], None),
             row(f"Quix Streams {quix['quixstreams']} peer", quix["msgs_per_s"], 1.0),
+            row("Faust agent, JSON decode only", bare["msgs_per_s"], bare["ratio_to_peer"]),
+            row(
+                "  + a table write per customer and batch",
+                tabled["msgs_per_s"],
+                tabled["ratio_to_peer"],
+            ),
             row("TierPulse, one worker", full["msgs_per_s"], full["ratio_to_peer"], full["failed"]),
             row(
                 "TierPulse lean (no Redis, no alerts)",

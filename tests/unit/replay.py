@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from models.event_time import Window
 from models.events import Topic
 from models.policy import Policy
-from streams.pipeline import Pipeline, Record, Routing
+from streams.pipeline import Pipeline, Record, Routing, ScheduleFactory
 from tests.unit.builders import DictTables, us
 
 Stream = tuple[str, int]  # topic, partition
@@ -44,6 +44,7 @@ def make_pipeline(
     partition_of: Callable[[bytes], int | None] | None = None,
     cached_states: int = 8,
     shadow: Policy | None = None,
+    schedules: ScheduleFactory | None = None,
 ) -> Pipeline:
     """A scorer's pipeline over the simulated topics (plus customers, re-keyed input, sweeps)."""
     routing = Routing({**TOPICS, "customers": Topic.CUSTOMERS}, "rekeyed", "sweep", partition_of)  # type: ignore[arg-type]
@@ -56,6 +57,7 @@ def make_pipeline(
         max_event_bytes=65_536,
         cached_states=cached_states,
         shadow=shadow,
+        schedules=schedules,
     )
 
 
