@@ -118,6 +118,12 @@ class ScorerApp(faust.App):
 
 
 ROLLUP_EXPORT_SECONDS = 10.0
+# The customer-state table's RocksDB options, per partition (why: at the table, create_app).
+CUSTOMER_STORE_OPTIONS = {
+    "block_cache_size": 64 * 1024 * 1024,
+    "write_buffer_size": 16 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+}
 
 
 def create_app(
@@ -219,11 +225,7 @@ def create_app(
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
-        options={
-            "block_cache_size": 64 * 1024 * 1024,
-            "write_buffer_size": 16 * 1024 * 1024,
-            "max_write_buffer_number": 2,
-        },
+        options=CUSTOMER_STORE_OPTIONS,
     )
     progress = app.Table(progress_table, key_type=bytes, value_type=bytes, partitions=settings.partitions)
     tables = FaustTables(

@@ -6,9 +6,12 @@ Each customer has a profile of its own (segment, customer type, account manager,
 per customer) and one order, produced up front; one worker (RocksDB store) reads them. Its RSS
 is sampled as the count of customers it scored grows (the tier gauge), and compared with what
 the customers' states take in the store (the RocksDB directory on disk). What may grow with
-customers in memory: the due-instant schedules (two entries a customer) and RocksDB's own
-caches (bounded: block cache 64 MiB a partition, write buffers); what must not: the segment
-cache (keyed by what decides the segment), the decoded-state cache (a count), the log.
+customers in memory: RocksDB's own memory (block cache up to 64 MiB a partition, write buffers, its
+table readers); what must not: the due schedules (bounded in memory, the rest spilled to disk:
+streams/spill.py), the segment cache (keyed by what decides the segment), the decoded-state
+cache (a count), the log. After the worker, tests/bench/store_memory.py puts as many states of
+the worker's mean size into the state store alone, in a process of its own: the difference
+between the two growths is what the worker holds beyond the state store.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import asyncio
 import json
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +37,7 @@ from streams.topics import ensure_topics
 from tests.bench.pipeline import bench_run
 from tests.bench.recovery import _rss, counted
 from tests.bench.running import run_on_services
-from tests.integration.harness import ScorerRun
+from tests.integration.harness import REPO, ScorerRun
 
 SEGMENTS = ("key_account", "standard", "small_account", "retail")
 TYPES = (None, "service_oriented", "price_sensitive")
@@ -107,10 +113,12 @@ async def run_all(customers: int, layout: services.Layout) -> dict[str, Any]:
         empty = _rss(process.pid)
         samples = await follow(run, customers, port, process.pid)
         store = _disk(workdir / "data-0")
+        state_bytes = _mean_state_bytes(port)
     finally:
         run.stop_all()
         await run.delete_topics()
         shutil.rmtree(workdir, ignore_errors=True)
+    alone = store_alone(customers, run.partitions, state_bytes)
     # The slope over the second half, up to the last sample taken while reading (the final one
     # comes after the writes settled: RocksDB has flushed its write buffers by then).
     half = next(s for s in samples if s["customers"] >= customers / 2)
@@ -124,7 +132,49 @@ async def run_all(customers: int, layout: services.Layout) -> dict[str, Any]:
         "rss_settled": samples[-1]["rss"],
         "store_bytes_on_disk": store,
         "store_bytes_per_100k_customers": store / customers * 100_000,
+        "mean_state_bytes": state_bytes,
+        "store_alone": alone,
+        # From a tenth of the customers to all of them: the worker's start-up (Faust, the first
+        # batches, the decoded-state cache filling) is over by then.
+        "store_alone_growth": alone[-1]["rss"] - alone[1]["rss"],
+        "worker_growth": samples[-1]["rss"] - samples[0]["rss"],
     }
+
+
+def _mean_state_bytes(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = {
+        name: float(value)
+        for name, value in (
+            line.split(" ", 1) for line in text.splitlines() if line.startswith("tierpulse_state_bytes_")
+        )
+    }
+    return round(found["tierpulse_state_bytes_sum"] / max(found["tierpulse_state_bytes_count"], 1))
+
+
+def store_alone(customers: int, partitions: int, state_bytes: int) -> list[dict[str, float]]:
+    """tests/bench/store_memory.py in a process of its own: RocksDB's RSS for as many states."""
+    samples: list[dict[str, float]] = []
+    command = [
+        sys.executable,
+        "-m",
+        "tests.bench.store_memory",
+        str(customers),
+        str(partitions),
+        str(state_bytes),
+    ]
+    with (
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) as process,
+        tqdm(total=customers, desc="the store alone", unit="customer") as bar,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            samples.append(json.loads(line))
+            bar.update(int(samples[-1]["customers"]) - bar.n)
+    if process.returncode:
+        raise RuntimeError(f"tests/bench/store_memory.py exited with {process.returncode}")
+    return samples
 
 
 def report(r: dict[str, Any]) -> str:
@@ -135,6 +185,16 @@ def report(r: dict[str, Any]) -> str:
         lines.append(
             f"  {s['customers']:>12,} scored after {s['seconds']:7.0f} s   RSS {s['rss'] / mib:8,.0f} MiB"
         )
+    alone = r["store_alone"]
+    lines.append(
+        f"  the state store alone ({r['mean_state_bytes']} B a state, tests/bench/store_memory.py): RSS "
+        f"{alone[0]['rss'] / mib:,.0f} MiB empty, {alone[-1]['rss'] / mib:,.0f} MiB with every customer"
+    )
+    beyond = (r["worker_growth"] - r["store_alone_growth"]) / mib
+    lines.append(
+        f"  RSS growth from a tenth of the customers to all: the worker {r['worker_growth'] / mib:,.0f} MiB, "
+        f"the store alone {r['store_alone_growth'] / mib:,.0f} MiB: {beyond:,.0f} MiB beyond the state store"
+    )
     lines.append(
         f"  RSS growth over the second half: {r['rss_growth_per_100k_customers_second_half'] / mib:,.1f} MiB "
         f"per 100k customers, {r['rss_settled'] / mib:,.0f} MiB once the writes settled; the store on "
