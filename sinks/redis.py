@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from models.evaluation import Snapshot
 from sinks.base import SinkUnavailable
 from sinks.names import PAGE, NameSearch, lex_range, parse_member
-from sinks.rollups import WRITE_SNAPSHOT, contribution, rollup_json
+from sinks.rollups import DIMENSIONS, WRITE_SNAPSHOT, contribution, rollup_json
 
 log = logging.getLogger(__name__)
 HISTORY_LENGTH = 50
@@ -192,8 +192,6 @@ class RedisSnapshotSink:
         """Every rollup of a dimension with customers, by revenue (largest first). Raises
         SinkUnavailable."""
         try:
-            if self._index_due(dimension):
-                await self._index_names(dimension)
             names = sorted(_text(n) for n in await self._client.smembers(f"{self.prefix}rollups:{dimension}"))
             async with self._client.pipeline(transaction=False) as pipe:
                 for name in names:
@@ -207,6 +205,20 @@ class RedisSnapshotSink:
         except (RedisError, OSError) as error:
             raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
         return sorted(found, key=lambda r: (-r["revenue"], r["name"]))
+
+    async def index_old_names(self) -> None:
+        """Put the rollup names and tiers written by 0.6 (which kept no list of them) in the lists
+        the pages read, by one SCAN of the keyspace each, every INDEX_SECONDS. Called by the
+        worker's timer, never by a page: on a large shared Redis the walk takes seconds. Raises
+        SinkUnavailable."""
+        try:
+            for dimension in DIMENSIONS:
+                if self._index_due(dimension):
+                    await self._index_names(dimension)
+            if self._index_due("tiers"):
+                await self._index_tiers()
+        except (RedisError, OSError) as error:
+            raise SinkUnavailable(f"Redis at {self.url}: {error}") from None
 
     def _index_due(self, what: str) -> bool:
         return time.monotonic() - self._names_indexed.get(what, -INDEX_SECONDS) >= INDEX_SECONDS
@@ -240,8 +252,6 @@ class RedisSnapshotSink:
         """The ids of the customers in ``tier`` (any, when None) owned by ``owners`` (dimension ->
         name; any, when empty), sorted. Raises SinkUnavailable."""
         try:
-            if not tier and self._index_due("tiers"):
-                await self._index_tiers()
             tiers = [tier] if tier else [_text(t) for t in await self._client.smembers(f"{self.prefix}tiers")]
             found: set[str] = set()
             for one in tiers:
@@ -301,6 +311,9 @@ class NoSnapshots:
 
     async def lost(self, partitions: list[int]) -> list[int]:
         return []
+
+    async def index_old_names(self) -> None:
+        raise SinkUnavailable("rollups live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")
 
     async def rollups(self, dimension: str) -> list[dict[str, Any]]:
         raise SinkUnavailable("rollups live in Redis, and this worker has none (TIERPULSE_REDIS_URL)")

@@ -366,9 +366,10 @@ def create_app(
     async def export_rollups() -> None:
         """The rollup series, read from Redis. Not at every tick: reading every rollup costs a
         round trip per name (thousands of managers), 9 % of a busy worker (py-spy), and a scrape
-        every 15 s needs no more. Not in the tick: once in 10 min it may walk Redis's keys for
-        names a 0.6 worker wrote (16 s on a Redis of 1.7M keys), which must not hold up a refill."""
+        every 15 s needs no more. Not in the tick: once in 10 min it walks Redis's keys for names
+        a 0.6 worker wrote (16 s on a Redis of 1.7M keys), which must not hold up a refill."""
         try:
+            await redis_sink.index_old_names()
             for dimension in DIMENSIONS:
                 found = await redis_sink.rollups(dimension)
                 metrics.set_rollups(dimension, bounded(found, settings.rollup_max_names))

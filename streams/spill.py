@@ -9,12 +9,13 @@ process, a key prefix per partition and schedule: (prefix, due, customer) → no
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import DbClosedError, Options, Rdict, WriteBatch
 
 _DUE = struct.Struct(">Q")  # due + 2**63: unsigned big-endian sorts like the signed instant
 _OFFSET = 2**63
@@ -98,7 +99,10 @@ class RocksSpill:
         return taken
 
     def clear(self) -> None:
-        self._db.delete_range(self._prefix, self._end)
+        # (A partition may be revoked while the worker stops, after the database was closed:
+        # emptied at the next start anyway.)
+        with contextlib.suppress(DbClosedError):
+            self._db.delete_range(self._prefix, self._end)
         self._from = self._prefix
 
     def _keys(self) -> Iterator[bytes]:

@@ -345,8 +345,8 @@ async def test_huge_revenues_neither_stall_the_sink_nor_break_the_sums(
 async def test_rollups_and_tiers_written_by_0_6_are_listed_without_a_list_of_names(
     redis_url: str, unique_name: Callable[[str], str]
 ) -> None:
-    """0.6 kept no set of rollup names or tiers: a worker finds what it wrote by one SCAN, at
-    first and every INDEX_SECONDS, and lists from the sets after that (no SCAN per request)."""
+    """0.6 kept no set of rollup names or tiers: a worker's timer finds what it wrote by one SCAN,
+    at first and every INDEX_SECONDS; the pages list from the sets (never a SCAN per request)."""
     prefix = unique_name("tp") + ":"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     # As the 0.6 script left them: a rollup hash, its members, the tier set, no sets of names.
@@ -357,6 +357,8 @@ async def test_rollups_and_tiers_written_by_0_6_are_listed_without_a_list_of_nam
     client.sadd(f"{prefix}tier:key", "old-1")
     sink = RedisSnapshotSink(redis_url, prefix)
     try:
+        assert await sink.rollups("region") == [] and await sink.customers(None, {}) == []  # not yet
+        await sink.index_old_names()
         assert [r["name"] for r in await sink.rollups("region")] == ["西部"]
         assert await sink.customers(None, {}) == ["old-1"]
         assert client.smembers(f"{prefix}rollups:region") == {"西部"} and client.smembers(
@@ -366,8 +368,10 @@ async def test_rollups_and_tiers_written_by_0_6_are_listed_without_a_list_of_nam
         client.hset(
             f"{prefix}rollup:region:东部", mapping={"tier:key": 1, "revenue": "1.00", "revenue_units": 10**6}
         )
+        await sink.index_old_names()
         assert [r["name"] for r in await sink.rollups("region")] == ["西部"]
         sink._names_indexed.clear()  # (as INDEX_SECONDS later)
+        await sink.index_old_names()
         assert [r["name"] for r in await sink.rollups("region")] == ["西部", "东部"]
     finally:
         await sink.close()

@@ -214,3 +214,11 @@ def _topic(event: Any) -> str:
     return {"OrderEvent": "orders", "TicketEvent": "tickets", "ComplaintEvent": "complaints"}.get(
         type(event).__name__, "invoices"
     )
+
+
+def test_a_spill_cleared_after_its_database_closed_is_no_error(tmp_path: Path) -> None:
+    database = SpillDatabase(tmp_path / "spill")
+    spill = database.spill(0, "decisions")
+    spill.add([(1, "c")])
+    database.close()
+    spill.clear()  # a partition revoked while the worker stops
