@@ -161,7 +161,8 @@ class Spill(Protocol):
 
 
 class SortedSpill:
-    """A spill in this process's memory (the unit tests; a store that is a dict anyway)."""
+    """A spill in this process's memory, for the unit tests (a worker with the memory store keeps
+    its schedules unbounded)."""
 
     def __init__(self) -> None:
         self._entries: list[tuple[int, str]] = []
