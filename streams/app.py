@@ -126,6 +126,27 @@ CUSTOMER_STORE_OPTIONS = {
 }
 
 
+def batch_options(batch_size: int) -> dict[str, Any]:
+    """The Faust consumer and producer settings a worker reads and writes its batches with (the
+    peer benchmark's Faust floor runs with them too: tests/bench/faust_floor.py)."""
+    return {
+        "stream_buffer_maxsize": max(4096, batch_size * 2),
+        # A batch writes hundreds of states of a few KB each to the changelog; with the 16 KB
+        # default they go out a few per request, one request in flight per partition.
+        # (Below the broker's default message.max.bytes of 1 MB.)
+        "producer_max_batch_size": 512 * 1024,
+        # Faust hands the agent everything one poll returned before it polls again, and with no
+        # bound a poll returns every fetch waiting: under a backlog of 400k messages one poll held
+        # most of the input, and a partition whose fetch came a moment later waited the minutes
+        # it took to score it (a "stalled" partition that no re-fetch could heal, since Faust did
+        # not poll). A bounded poll comes back every batch (streams/fetching.py: the partitions
+        # then take turns, a fetch result each); a smaller fetch keeps what waits in memory
+        # small. (A 200k-customer changelog restore takes 32-43 s at 1 MiB, 25 s at 8 MiB.)
+        "broker_max_poll_records": batch_size,
+        "consumer_max_fetch_size": 1024 * 1024,
+    }
+
+
 def create_app(
     settings: Settings,
     policy: Policy,
@@ -148,20 +169,7 @@ def create_app(
         canonical_url=settings.web_url,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
-        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
-        # A batch writes hundreds of states of a few KB each to the changelog; with the 16 KB
-        # default they go out a few per request, one request in flight per partition.
-        # (Below the broker's default message.max.bytes of 1 MB.)
-        producer_max_batch_size=512 * 1024,
-        # Faust hands the agent everything one poll returned before it polls again, and with no
-        # bound a poll returns every fetch waiting: under a backlog of 400k messages one poll held
-        # most of the input, and a partition whose fetch came a moment later waited the minutes
-        # it took to score it (a "stalled" partition that no re-fetch could heal, since Faust did
-        # not poll). A bounded poll comes back every batch (streams/fetching.py: the partitions
-        # then take turns, a fetch result each); a smaller fetch keeps what waits in memory
-        # small. (A 200k-customer changelog restore takes 32-43 s at 1 MiB, 25 s at 8 MiB.)
-        broker_max_poll_records=settings.batch_size,
-        consumer_max_fetch_size=1024 * 1024,
+        **batch_options(settings.batch_size),
         logging_config=None,
         # Faust's debug pages show every table's keys and the partition layout: off unless asked.
         web_router_enabled=settings.debug_pages,

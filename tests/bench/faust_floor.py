@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 
+from streams.app import batch_options
 from streams.tables import CurrentEvents
 
 
@@ -50,16 +51,7 @@ class Progress:
 
 def build(config: dict[str, Any]) -> faust.App:
     # The worker's consumer settings (streams/app.py), unless "faust_defaults" asks for Faust's.
-    tuned = (
-        {}
-        if config.get("faust_defaults")
-        else {
-            "broker_max_poll_records": config["batch_size"],
-            "consumer_max_fetch_size": 1024 * 1024,
-            "producer_max_batch_size": 512 * 1024,
-            "stream_buffer_maxsize": max(4096, config["batch_size"] * 2),
-        }
-    )
+    tuned = {} if config.get("faust_defaults") else batch_options(config["batch_size"])
     app = faust.App(
         config["group"],
         broker=f"kafka://{config['broker']}",

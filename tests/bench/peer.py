@@ -157,12 +157,13 @@ async def floor(run: ScorerRun, total: int, workdir: Path, *, table: bool) -> fl
     """tests/bench/faust_floor.py over the run's input topics: a Faust agent that only decodes
     (``table``: and writes a value per customer and batch to a table); its msg/s."""
     name = "faust floor with table" if table else "faust floor"
+    slug = name.replace(" ", "-")
     settings = run.settings()
-    progress = workdir / f"{name.replace(' ', '-')}.json"
+    progress = workdir / f"{slug}.json"
     config = {
         "broker": run.bootstrap,
         "group": f"{run.name}-floor{'-table' if table else ''}",
-        "state_dir": str(workdir / f"{name.replace(' ', '-')}-state"),
+        "state_dir": str(workdir / f"{slug}-state"),
         "progress": str(progress),
         "expected_inputs": total,
         "input_topics": sorted(run.topic(kind) for kind in pipeline.KINDS.values()),
@@ -171,7 +172,7 @@ async def floor(run: ScorerRun, total: int, workdir: Path, *, table: bool) -> fl
         "batch_seconds": settings.batch_seconds,
         "table": table,
     }
-    config_path = workdir / f"{name.replace(' ', '-')}-config.json"
+    config_path = workdir / f"{slug}-config.json"
     config_path.write_text(json.dumps(config))
     command = [sys.executable, str(Path(__file__).with_name("faust_floor.py")), str(config_path)]
     counted = await _timed_app(command, progress, total, workdir, name)

@@ -22,20 +22,14 @@ from pathlib import Path
 from faust.stores.rocksdb import RocksDBOptions
 
 from streams.app import CUSTOMER_STORE_OPTIONS
-
-
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+from tests.bench.recovery import _rss
 
 
 def main(customers: int, partitions: int, state_bytes: int) -> None:
     with tempfile.TemporaryDirectory(prefix="tierpulse-store-") as directory:
         options = RocksDBOptions(**CUSTOMER_STORE_OPTIONS)
         stores = [options.open(Path(directory) / f"customer-state-{p}.db") for p in range(partitions)]
-        print(json.dumps({"customers": 0, "rss": rss()}), flush=True)
+        print(json.dumps({"customers": 0, "rss": _rss(os.getpid())}), flush=True)
         rng, state = random.Random(3), os.urandom(state_bytes)
         step = max(1, customers // 10)
         for n in range(customers):
@@ -47,7 +41,7 @@ def main(customers: int, partitions: int, state_bytes: int) -> None:
                 earlier = rng.randrange(n + 1)
                 stores[earlier % partitions].get(f"m{earlier:08d}".encode())
             if (n + 1) % step == 0:
-                print(json.dumps({"customers": n + 1, "rss": rss()}), flush=True)
+                print(json.dumps({"customers": n + 1, "rss": _rss(os.getpid())}), flush=True)
         for store in stores:
             store.close()
 
